@@ -1,0 +1,111 @@
+"""Reading and writing images, volumes and arrays; every write is atomic.
+
+A crash mid-write must never leave a file that looks complete: each writer writes to a
+temporary file in the target directory and renames it into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz``; name the file and the missing key when one is absent."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile/ValueError: a truncated or foreign file
+        raise ValueError(f"{path}: not a readable .npz array file ({exc})") from exc
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise KeyError(f"{path}: missing arrays {missing}; found {sorted(data)}")
+    return data
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+    """Write a 2D image or a (z, y, x) stack as (ImageJ-compatible) TIFF with its voxel size in nm."""
+    import tifffile
+
+    array = np.asarray(array)
+    kwargs: dict = {}
+    if voxel_nm is not None:
+        y_nm, x_nm = voxel_nm[-2], voxel_nm[-1]
+        kwargs["resolution"] = (1.0 / x_nm, 1.0 / y_nm)
+        metadata = {"unit": "nm"}
+        if array.ndim == 3 and len(voxel_nm) == 3:
+            metadata["spacing"] = voxel_nm[0]
+            metadata["axes"] = "ZYX"
+        kwargs["metadata"] = metadata
+        kwargs["imagej"] = array.dtype in (np.uint8, np.uint16, np.float32)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, array, **kwargs)
+
+
+def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Read a TIFF image or stack and its voxel size in nm (None when the file does not say)."""
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray()
+            voxel = _tiff_voxel_nm(tif, array.ndim)
+    except tifffile.TiffFileError as exc:
+        raise ValueError(f"{path}: not a readable TIFF ({exc})") from exc
+    return array, voxel
+
+
+def _tiff_voxel_nm(tif, ndim: int) -> tuple[float, ...] | None:
+    page = tif.pages[0]
+    tag = page.tags.get("XResolution")
+    if tag is None:
+        return None
+    num, den = tag.value
+    if num == 0:
+        return None
+    x_nm = den / num
+    tag_y = page.tags.get("YResolution")
+    y_nm = tag_y.value[1] / tag_y.value[0] if tag_y is not None and tag_y.value[0] else x_nm
+    if ndim == 3:
+        ij = tif.imagej_metadata or {}
+        return (float(ij.get("spacing", x_nm)), float(y_nm), float(x_nm))
+    return (float(y_nm), float(x_nm))
