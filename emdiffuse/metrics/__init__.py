@@ -1,0 +1,50 @@
+"""Metric registry: table code iterates over names and never knows which metrics exist.
+
+A new metric is one module plus one line in ``METRICS``. Every ``fn`` takes
+``(prediction, ground_truth)`` as 2D float images in [0, 1] (data range 1.0), checks shape and
+finiteness, clips to [0, 1] and returns a float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .basic import psnr, ssim
+from .fsim import fsim
+from .lpips import lpips_distance
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # column name in tables
+    fn: Callable[[np.ndarray, np.ndarray], float]  # (prediction, ground_truth) -> score
+    higher_is_better: bool
+    description: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("PSNR", psnr, True, "peak signal-to-noise ratio in dB on the [0, 1] range"),
+        Metric("SSIM", ssim, True, "structural similarity, Wang et al. 2004 settings"),
+        Metric("LPIPS", lpips_distance, False, "learned perceptual distance, AlexNet v0.1 (Zhang et al. 2018)"),
+        Metric("FSIM", fsim, True, "feature similarity, phase congruency + gradient (Zhang et al. 2011)"),
+    )
+}
+
+
+def get(name: str) -> Metric:
+    """The registered metric ``name``; the KeyError lists the known ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}") from None
+
+
+def compute(names: list[str], prediction: np.ndarray, ground_truth: np.ndarray) -> dict[str, float]:
+    """Score one (prediction, ground truth) pair with each named metric, in the order given."""
+    metrics = [get(name) for name in names]  # fail on a bad name before any slow metric runs
+    return {m.name: m.fn(prediction, ground_truth) for m in metrics}

@@ -1,0 +1,133 @@
+"""One function per workflow step: paths and config blocks in, files out.
+
+The Snakemake scripts are thin adapters over these, so every step can be run and tested
+without Snakemake (and the ``emdiffuse`` command reuses them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ConfigError
+from .io import load_npz, save_npz, write_text
+
+PAIR_KEYS = ("inputs", "targets", "level", "level_name")
+
+
+def prepare_dataset(name: str, entry: dict, seed: int, volume_path: str, labels_path: str) -> None:
+    from .datasets import prepare, save_prepared
+
+    save_prepared(prepare(name, entry, seed), volume_path, labels_path)
+
+
+def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, seed: int,
+               train_path: str, test_path: str) -> None:
+    """Cut the prepared volume into train and test slices and degrade them as the task says."""
+    from .datasets import load_volume
+    from .pairs import denoise_pairs, split_slices, spread
+
+    if task != "denoise":
+        raise ConfigError(f"tasks.{task}: no pair generator for this task")
+    volume, _ = load_volume(volume_path)
+    slices = split_slices(volume.shape[0], **split_cfg)
+    test_z = spread(slices["test"], task_cfg["test_images"])
+    rng = np.random.default_rng(seed)
+    save_npz(train_path, **denoise_pairs(volume, slices["train"], task_cfg["pairs"], rng))
+    save_npz(test_path, **denoise_pairs(volume, test_z, task_cfg["pairs"], rng))
+
+
+def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str, history_path: str,
+          *, threads: int | None = None, progress: bool = True) -> None:
+    """Fit a method on the training pairs.
+
+    Training checkpoints go to ``checkpoint.pt`` beside the model, which Snakemake never
+    deletes, so a killed run resumes where it stopped.
+    """
+    from .device import pick_device, seed_everything, set_threads
+    from .io import atomic_path
+    from .models.registry import build_method
+
+    set_threads(threads)
+    seed_everything(seed)
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    model = build_method(method, params, device=pick_device(), seed=seed)
+    history = model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
+    model.save(model_path)
+    with atomic_path(history_path) as tmp:
+        pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+
+
+def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
+            threads: int | None = None, progress: bool = True) -> None:
+    """Restore every test input; stochastic methods also write their uncertainty maps."""
+    from .device import pick_device, seed_everything, set_threads
+    from .models.registry import load_method
+
+    set_threads(threads)
+    seed_everything(seed)
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    model = load_method(model_path, device=pick_device())
+    save_npz(out_path, **model.predict(pairs["inputs"], seed=seed, progress=progress))
+
+
+def evaluate(task: str, dataset: str, method: str, predictions_path: str, pairs_path: str,
+             metrics: list[str], out_path: str) -> None:
+    from .io import atomic_path
+    from .tables import evaluate_images
+
+    pred = load_npz(predictions_path, required=("prediction",))
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    rows = evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"],
+                           metrics, task=task, dataset=dataset, method=method)
+    with atomic_path(out_path) as tmp:
+        rows.to_csv(tmp, index=False)
+
+
+def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[str],
+          budgets: dict[str, str], csv_path: str, md_path: str) -> None:
+    from .io import atomic_path
+    from .tables import summarize, to_markdown
+
+    rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
+    summary = summarize(rows, metrics, methods)
+    with atomic_path(csv_path) as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets))
+
+
+def figure(task: str, predictions: dict[str, str], pairs_path: str, figure_cfg: dict, out_path: str) -> None:
+    """Input, each method and the ground truth for one test image, plus EMDiffuse's uncertainty."""
+    from .plots.figures import restoration_figure
+
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    i = figure_cfg["image"]
+    if i >= len(pairs["inputs"]):
+        raise ConfigError(f"figure.image: {i} but the test set has {len(pairs['inputs'])} images")
+    panels, uncertainty = [], None
+    for method, path in predictions.items():
+        pred = load_npz(path, required=("prediction",))
+        panels.append(("input" if method == "input" else method, pred["prediction"][i]))
+        if "uncertainty" in pred and uncertainty is None:
+            uncertainty = pred["uncertainty"][i]
+    panels.append(("ground truth", pairs["targets"][i]))
+    level = str(pairs["level_name"][pairs["level"][i]])
+    reliability = float(np.percentile(uncertainty, 99)) if uncertainty is not None else None
+    restoration_figure(out_path, panels, inset=tuple(figure_cfg["inset"]), uncertainty=uncertainty,
+                       reliability=reliability, suptitle=f"{task}: test image {i} ({level})")
+
+
+def phantom_figure(volume_paths: list[str], reference_dir: str, out_path: str) -> None:
+    from .datasets import load_volume
+    from .plots.phantom import load_reference_em, phantom_figure as draw
+
+    volumes = {Path(p).parent.name: load_volume(p)[0] for p in volume_paths}
+    draw(out_path, volumes, load_reference_em(reference_dir))
+
+
+def timings(benchmark_dir: str, out_path: str) -> None:
+    from .benchmarks import collect, to_markdown
+
+    write_text(out_path, to_markdown(collect(benchmark_dir)))

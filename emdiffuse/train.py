@@ -1,0 +1,212 @@
+"""The generic, resumable training loop shared by every learned method.
+
+A run killed at any point and restarted from its checkpoint ends with exactly the weights an
+uninterrupted run ends with (bit-for-bit on the CPU): the checkpoint holds the model, EMA,
+optimiser, schedulers, the patch sampler's RNG state, torch's RNG state and the loss history.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from emdiffuse import __version__
+from emdiffuse.io import atomic_path
+from emdiffuse.patches import PatchSampler
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    ema_model: nn.Module | None
+    history: list[dict]
+
+
+class EMA:
+    """Exponential moving average of weights, updated every step (official decay 0.9999)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def train_loop(
+    model: nn.Module,
+    loss_fn: Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
+    sampler: PatchSampler,
+    *,
+    iterations: int,
+    lr: float,
+    optimizer: str = "adam",
+    adam_eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    warmup: int = 0,
+    ema_decay: float | None = None,
+    plateau: dict | None = None,
+    checkpoint_path: str | Path,
+    checkpoint_every: int,
+    device: torch.device,
+    seed: int,
+    amp: bool = False,
+    meta: dict | None = None,
+    callback: Callable[[int], None] | None = None,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+) -> TrainResult:
+    """Train ``model`` on batches from ``sampler`` for ``iterations`` steps, resuming if possible.
+
+    ``loss_fn`` gets ``(inputs, targets)`` tensors on ``device`` and returns a scalar loss.
+    ``warmup``: linear LR warm-up over that many iterations (official: GradualWarmupScheduler).
+    ``plateau``: ``{"factor", "patience", "every"}``; every ``every`` iterations (an "epoch") a
+    ReduceLROnPlateau steps on the mean training loss of that epoch (CARE; no validation set).
+    ``meta``: anything that must match for a checkpoint to be resumed (e.g. the method params);
+    a mismatch is an error rather than a silent resume of a different run.
+    ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
+    ``amp``: bf16 autocast on CUDA (fp16 with loss scaling when bf16 is unsupported); ignored
+    elsewhere, since CPU autocast does not speed up training.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    model.to(device)
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    opt = _optimizer(model, optimizer, lr, adam_eps, weight_decay)
+    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup)) if warmup else None
+    plat = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=plateau["factor"], patience=plateau["patience"])
+        if plateau
+        else None
+    )
+    amp_dtype = _amp_dtype(amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scaler": scaler}
+    if ema is not None:
+        parts["ema"] = ema.model
+
+    torch.manual_seed(seed)
+    start, history = 0, []
+    if checkpoint_path.exists():
+        start, history = _resume(checkpoint_path, parts, sampler, meta, device)
+        log(f"{checkpoint_path}: resuming at iteration {start}/{iterations}")
+    if start > iterations:
+        raise ValueError(f"{checkpoint_path}: checkpoint is at iteration {start}, beyond the requested {iterations}")
+
+    model.train()
+    t0, seconds0 = time.perf_counter(), history[-1]["seconds"] if history else 0.0
+    bar = tqdm(total=iterations, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    for it in range(start + 1, iterations + 1):
+        batch = tuple(torch.from_numpy(a).to(device) for a in sampler.next())
+        step_lr = opt.param_groups[0]["lr"]
+        loss = _step(model, loss_fn, batch, opt, scaler, amp_dtype, device)
+        if ema is not None:
+            ema.update(model)
+        history.append({"iteration": it, "loss": loss, "lr": step_lr, "seconds": seconds0 + time.perf_counter() - t0})
+        if warm is not None and it < warmup:
+            warm.step()
+        if plat is not None and it % plateau["every"] == 0:
+            plat.step(float(np.mean([h["loss"] for h in history[-plateau["every"] :]])))
+        if it % checkpoint_every == 0 or it == iterations:
+            _save(checkpoint_path, it, parts, sampler, history, meta, device)
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{step_lr:.3g}", refresh=False)
+        if callback is not None:
+            callback(it)
+    bar.close()
+    model.eval()
+    return TrainResult(model, ema.model if ema is not None else None, history)
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, eps: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {name!r}: expected 'adam' or 'adamw'")
+
+
+def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _step(model, loss_fn, batch, opt, scaler, amp_dtype, device) -> float:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss = loss_fn(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss.item()}; lower the learning rate or check the data")
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return loss.item()
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def _save(path: Path, iteration: int, parts: dict, sampler: PatchSampler, history, meta, device) -> None:
+    checkpoint = {
+        "version": CHECKPOINT_VERSION,
+        "emdiffuse_version": __version__,
+        "iteration": iteration,
+        "meta": meta,
+        **{k: v.state_dict() for k, v in parts.items() if v is not None},
+        "rng": {**_rng_state(device), "sampler": sampler.state},
+        "history": history,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def _resume(path: Path, parts: dict, sampler: PatchSampler, meta, device) -> tuple[int, list[dict]]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable training checkpoint ({exc}); delete it to start afresh") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a version-{CHECKPOINT_VERSION} training checkpoint; delete it to start afresh")
+    if checkpoint["meta"] != meta:
+        raise ValueError(
+            f"{path}: checkpoint was written for a different run ({checkpoint['meta']!r}, now {meta!r}); "
+            "delete it to start afresh"
+        )
+    for key, part in parts.items():
+        if part is not None:
+            part.load_state_dict(checkpoint[key])
+    _set_rng_state(checkpoint["rng"], device)
+    sampler.state = checkpoint["rng"]["sampler"]
+    return checkpoint["iteration"], checkpoint["history"]

@@ -1,0 +1,43 @@
+rule prepare_dataset:
+    output:
+        volume="data/prepared/{dataset}/volume.tif",
+        labels="data/prepared/{dataset}/labels.npz",
+    params:
+        entry=dataset_entry,
+        seed=config["seed"],
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_dataset/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule make_pairs:
+    input:
+        volume="data/prepared/{dataset}/volume.tif",
+    output:
+        train="data/pairs/{task}/{dataset}/train.npz",
+        test="data/pairs/{task}/{dataset}/test.npz",
+    params:
+        task=task_entry,
+        split=config["split"],
+        seed=job_seed,
+    log:
+        "logs/make_pairs/{task}/{dataset}.log",
+    benchmark:
+        "benchmarks/make_pairs/{task}/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/make_pairs.py"

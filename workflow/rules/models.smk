@@ -1,0 +1,45 @@
+rule train:
+    input:
+        pairs="data/pairs/{task}/{dataset}/train.npz",
+    output:
+        model="results/models/{task}/{dataset}/{method}/model.pt",
+        history="results/models/{task}/{dataset}/{method}/history.csv",
+    params:
+        method_params=method_params,
+        seed=job_seed,
+    log:
+        "logs/train/{task}/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/train/{task}/{dataset}/{method}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=gpus,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule predict:
+    input:
+        model="results/models/{task}/{dataset}/{method}/model.pt",
+        pairs="data/pairs/{task}/{dataset}/test.npz",
+    output:
+        predictions="results/predictions/{task}/{dataset}/{method}/test.npz",
+    params:
+        seed=job_seed,
+    log:
+        "logs/predict/{task}/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/predict/{task}/{dataset}/{method}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpus,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,89 @@
+rule table:
+    input:
+        metric_files,
+    output:
+        csv=report(
+            "results/tables/{task}.csv",
+            category="Tables",
+            labels={"task": "{task}", "format": "csv"},
+        ),
+        md="results/tables/{task}.md",
+    params:
+        metrics=task_metrics,
+        methods=task_methods,
+        budgets=task_budgets,
+    log:
+        "logs/table/{task}.log",
+    benchmark:
+        "benchmarks/table/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/table.py"
+
+
+rule figure:
+    input:
+        unpack(figure_predictions),
+        pairs=figure_pairs,
+    output:
+        report(
+            "results/figures/{task}.png",
+            category="Figures",
+            labels={"task": "{task}"},
+        ),
+    params:
+        figure=config["figure"],
+    log:
+        "logs/figure/{task}.log",
+    benchmark:
+        "benchmarks/figure/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule phantom_figure:
+    input:
+        volumes=phantom_volumes,
+        reference=REFERENCE_EM,
+    output:
+        report("results/figures/phantom.png", category="Figures", labels={"figure": "phantom"}),
+    log:
+        "logs/phantom_figure.log",
+    benchmark:
+        "benchmarks/phantom_figure/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/phantom_figure.py"
+
+
+rule timings:
+    input:
+        final_outputs(),
+    output:
+        "results/tables/timings.md",
+    log:
+        "logs/timings.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/timings.py"

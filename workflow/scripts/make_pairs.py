@@ -1,0 +1,15 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import make_pairs
+
+make_pairs(
+    snakemake.wildcards.task,
+    snakemake.params.task,
+    snakemake.params.split,
+    snakemake.input.volume,
+    snakemake.params.seed,
+    snakemake.output.train,
+    snakemake.output.test,
+)

@@ -1,0 +1,15 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import table
+
+table(
+    snakemake.wildcards.task,
+    list(snakemake.input),
+    snakemake.params.metrics,
+    snakemake.params.methods,
+    snakemake.params.budgets,
+    snakemake.output.csv,
+    snakemake.output.md,
+)

@@ -1,0 +1,7 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import timings
+
+timings("benchmarks", snakemake.output[0])
