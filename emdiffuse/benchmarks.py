@@ -32,7 +32,7 @@ def to_markdown(jobs: pd.DataFrame) -> str:
     lines = ["# Stage timings", "", f"Sum of job wall times: {total:.0f} s ({total / 60:.1f} min).", "",
              "| stage | jobs | seconds | share | peak RSS (MB) |", "|---|---|---|---|---|"]
     for stage, r in stages.iterrows():
-        lines.append(f"| {stage} | {r['jobs']} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} | {r['max_rss_mb']:.0f} |")
+        lines.append(f"| {stage} | {int(r['jobs'])} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} | {r['max_rss_mb']:.0f} |")
     lines += ["", "| stage | job | seconds | peak RSS (MB) |", "|---|---|---|---|"]
     for _, r in jobs.iterrows():
         lines.append(f"| {r['stage']} | {r['job']} | {r['seconds']:.1f} | {r['max_rss_mb']:.0f} |")

@@ -16,9 +16,15 @@ Samplers (``SAMPLERS``):
   and the same beta start/end, a different, coarser schedule (alpha_bar_T ~ 9e-5 at N = 200
   versus ~ 7e-21 at N = 1000), not a subsequence.
 * ``ddim``: DDIM (Song et al. 2021), ``eta = 0`` deterministic, on ``steps`` timesteps of the
-  full test schedule spaced uniformly in t (rounded), ending with x0 at alpha_bar = 1.
+  full test schedule, ending with x0 at alpha_bar = 1.
 * ``dpmpp2m``: DPM-Solver++(2M) (Lu et al. 2022; data prediction, multistep 2nd order) in
   log-SNR lambda = 0.5 log(abar / (1 - abar)), same timestep grid as ``ddim``.
+
+Timestep grid (``spacing``) for ddim/dpmpp2m: ``"quadratic"`` (default; t_i = (T-1)(1 - i/(S-1))^2,
+DDIM's "quad" skip) or ``"uniform"`` in t. On the official test schedule almost all of the log-SNR
+range lies near t = 0 (alpha_bar = 0.99 at t ~ 14 of 1000), so uniform steps are too coarse where
+fine detail forms: with an exact denoiser for Gaussian data of std 0.1, 50 uniform steps give a
+sample std 0.62x (DDIM) and 1.05x (DPM-Solver++) the truth, 50 quadratic steps 0.92x and 1.02x.
 
 ``steps=None`` means every step of the test schedule. Every random draw uses ``generator``
 (drawn on the generator's device, then moved), so a seed fixes the output.
@@ -37,6 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp2m")
+SPACINGS = ("quadratic", "uniform")
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 SCHEDULE_KEYS = ("kind", "start", "end", "steps")
 
@@ -115,28 +122,36 @@ class ConditionalDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
                generator: torch.Generator | None = None, clip_x0: bool = True, progress: bool = False,
-               eta: float = 0.0) -> torch.Tensor:
-        """Draw one sample per batch item (pass K copies of a condition for K samples), in [-1, 1]."""
+               eta: float = 0.0, spacing: str = "quadratic") -> torch.Tensor:
+        """Draw one sample per batch item (pass K copies of a condition for K samples), in [-1, 1].
+
+        ``eta`` only affects ddim; ``spacing`` only ddim and dpmpp2m (see the module docstring).
+        """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         channels = self.out_channels or cond.shape[1]
         x = _randn((cond.shape[0], channels, *cond.shape[2:]), cond, generator)
         with _eval_mode(self.net):
             if sampler == "ancestral":
                 return self._ancestral(cond, x, steps, generator, clip_x0, progress)
-            abar = self.test_alpha_bar[self._timesteps(steps)]
+            abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
             abar_next = np.append(abar[1:], 1.0)
             if sampler == "ddim":
                 return self._ddim(cond, x, abar, abar_next, generator, clip_x0, progress, eta)
             return self._dpmpp2m(cond, x, abar, abar_next, clip_x0, progress)
 
-    def _timesteps(self, steps: int | None) -> np.ndarray:
-        """``steps`` indices of the test schedule, uniform in t from T-1 down to 0."""
+    def _timesteps(self, steps: int | None, spacing: str) -> np.ndarray:
+        """``steps`` distinct test-schedule indices from T-1 down to 0."""
         T = len(self.test_alpha_bar)
         steps = T if steps is None else int(steps)
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be in [1, {T}] (test schedule length), got {steps}")
-        return np.floor(np.linspace(T - 1, 0, steps) + 0.5).astype(int)
+        frac = np.linspace(1.0, 0.0, steps)
+        t = np.floor((T - 1) * (frac**2 if spacing == "quadratic" else frac) + 0.5).astype(int)
+        # rounding merges steps where the grid is denser than 1; keep them distinct
+        return np.maximum(t, np.arange(steps - 1, -1, -1))
 
     def _eps(self, cond: torch.Tensor, x: torch.Tensor, abar: float) -> torch.Tensor:
         gamma = torch.full((x.shape[0],), abar, dtype=torch.float32, device=x.device)

@@ -1,0 +1,331 @@
+"""One interface for every restoration method: validate params, fit, save, load, predict.
+
+The workflow never branches on the method: each one fits on pair arrays (inputs (N, H, W),
+targets (N, H', W') in [0, 1]), saves to a single ``.pt`` file and predicts
+``{"prediction": (N, H', W') in [0, 1]}`` plus ``"uncertainty"`` for stochastic methods.
+
+Learned methods see the input on the target grid: for super-resolution the whole input image is
+upsampled first (CARE: linear, as CSBDeep's ``UpsamplingCARE``; EMDiffuse: bilinear, as the
+official ``Resize``), so training patches and prediction tiles are in target pixels
+(``patch``, ``tile`` and ``overlap`` are target-grid sizes, i.e. the network's input size).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emdiffuse import __version__
+from emdiffuse.io import atomic_path
+from emdiffuse.models.care import CAREUNet, PercentileNormalizer, normalize_pairs
+from emdiffuse.patches import PatchSampler, pair_scale
+from emdiffuse.predict import tiled_apply
+from emdiffuse.train import train_loop
+
+REQUIRED = object()  # marks a params key that has no default
+
+
+class Free(dict):
+    """A params subtree taken whole (its consumer validates it), not merged key by key."""
+
+
+def merge_params(defaults: dict, given: Any, where: str) -> dict:
+    """Defaults overlaid with ``given``; unknown or missing keys are errors naming their path."""
+    if not isinstance(given, dict):
+        raise ValueError(f"{where}: expected a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
+    merged = {}
+    for key, default in defaults.items():
+        path = f"{where}.{key}"
+        if isinstance(default, dict) and not isinstance(default, Free):
+            merged[key] = merge_params(default, given.get(key, {}), path)
+        elif key in given:
+            merged[key] = given[key]
+        elif default is REQUIRED:
+            raise ValueError(f"{path}: required key is missing")
+        else:
+            merged[key] = copy.deepcopy(dict(default) if isinstance(default, Free) else default)
+    return merged
+
+
+def upsample(images: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    """(N, H, W) -> (N, H*f, W*f) by torch interpolation (pixel centres aligned, no corner pinning)."""
+    if factor == 1:
+        return images
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)[:, 0].numpy()
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    """Fingerprint of the training data, so a checkpoint is never resumed on other data."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a method file written by :meth:`Method.save`; clear errors for missing/foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such method checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable method checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or not {"method", "params", "state"} <= set(ckpt):
+        raise ValueError(f"{path}: not an emdiffuse method checkpoint (no 'method'/'params'/'state')")
+    return ckpt
+
+
+class Method:
+    """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
+
+    name: str = ""
+    learned: bool = True
+    DEFAULTS: dict = {}
+
+    def __init__(self, params: dict, *, device: torch.device, seed: int):
+        self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
+        self.device, self.seed = torch.device(device), int(seed)
+        self.scale: int | None = None  # target/input size ratio, known after fit or load
+        self.history: list[dict] = []
+        self._build()
+
+    def fit(self, inputs: np.ndarray, targets: np.ndarray, *, checkpoint_path: str | Path,
+            progress: bool = True, log: Callable = print) -> list[dict]:
+        """Train on pairs (resuming from ``checkpoint_path`` if it exists); return the loss history."""
+        self.scale = pair_scale(inputs, targets)
+        inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
+        self.history = self._fit(inputs, targets, Path(checkpoint_path), progress, log)
+        return self.history
+
+    def save(self, path: str | Path) -> None:
+        self._require_fitted()
+        ckpt = {"method": self.name, "params": self.params, "seed": self.seed, "scale": self.scale,
+                "state": self._state(), "history": self.history, "emdiffuse_version": __version__}
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: torch.device) -> "Method":
+        ckpt = read_checkpoint(path)
+        if ckpt["method"] != cls.name:
+            raise ValueError(f"{path}: holds a {ckpt['method']!r} checkpoint, not {cls.name!r}")
+        return cls.from_checkpoint(ckpt, device=device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, *, device: torch.device) -> "Method":
+        method = cls(ckpt["params"], device=device, seed=ckpt["seed"])
+        method.scale, method.history = ckpt["scale"], ckpt["history"]
+        method._load_state(ckpt["state"])
+        return method
+
+    def predict(self, inputs: np.ndarray, *, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+        """Restore (N, H, W) inputs in [0, 1]; ``prediction`` is clipped to [0, 1]."""
+        self._require_fitted()
+        if inputs.ndim != 3:
+            raise ValueError(f"{self.name}: predict expects (N, H, W) inputs, got shape {inputs.shape}")
+        out = self._predict(np.asarray(inputs, np.float32), seed, progress)
+        out["prediction"] = np.clip(out["prediction"], 0.0, 1.0).astype(np.float32)
+        return out
+
+    def _require_fitted(self) -> None:
+        if self.scale is None:
+            raise RuntimeError(f"{self.name}: call fit() or load a checkpoint first")
+
+    def _meta(self, inputs: np.ndarray, targets: np.ndarray) -> dict:
+        return {"method": self.name, "params": self.params, "seed": self.seed, "data": _digest(inputs, targets)}
+
+    # hooks
+    def _build(self) -> None:
+        """Create networks from ``self.params``."""
+
+    def _fit(self, inputs, targets, checkpoint_path: Path, progress: bool, log) -> list[dict]:
+        return []
+
+    def _state(self) -> dict:
+        return {}
+
+    def _load_state(self, state: dict) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    def _predict(self, inputs: np.ndarray, seed: int, progress: bool) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class InputMethod(Method):
+    """The non-learned reference: the degraded input itself, bicubic-upsampled for super-resolution."""
+
+    name, learned = "input", False
+
+    def _predict(self, inputs, seed, progress):
+        return {"prediction": upsample(inputs, self.scale, "bicubic")}
+
+
+class CAREMethod(Method):
+    """CARE with CSBDeep's defaults: L1 loss, Adam lr 4e-4 (eps 1e-7, Keras), batch 16, ReduceLROnPlateau
+    (x0.5, patience 10 epochs of 400 steps), no augmentation, per-image percentile normalisation.
+
+    Deviations (no validation split here): the plateau steps on each epoch's mean *training*
+    loss and the final (not best-validation) weights are kept; no background-patch filter.
+    """
+
+    name = "care"
+    DEFAULTS = {
+        "model": {"n_depth": 2, "kern_size": 5, "n_first": 32, "residual": True},
+        "train": {
+            "iterations": REQUIRED, "batch_size": 16, "patch": 128, "lr": 4e-4,
+            "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000,
+            "normalize": {"pmin_low": 1.0, "pmin_high": 3.0, "pmax_low": 99.5, "pmax_high": 99.9},
+        },
+        "predict": {"pmin": 2.0, "pmax": 99.8, "tile": 256, "overlap": 32, "batch": 4},
+    }
+
+    def _build(self):
+        self.net = CAREUNet(**self.params["model"]).to(self.device)
+
+    def _fit(self, inputs, targets, checkpoint_path, progress, log):
+        t, norm = self.params["train"], self.params["train"]["normalize"]
+        x, y = normalize_pairs(inputs, targets, np.random.default_rng([self.seed, 1]),
+                               (norm["pmin_low"], norm["pmin_high"]), (norm["pmax_low"], norm["pmax_high"]))
+        sampler = PatchSampler(upsample(x, self.scale, "bilinear"), y, t["patch"], t["batch_size"], self.seed,
+                               augment=False)
+
+        def loss_fn(batch):
+            return F.l1_loss(self.net(batch[0]), batch[1])
+
+        result = train_loop(
+            self.net, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"], adam_eps=1e-7,
+            plateau={"factor": 0.5, "patience": t["plateau_patience"], "every": t["steps_per_epoch"]},
+            checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
+            seed=self.seed, meta=self._meta(inputs, targets), progress=progress, log=log)
+        return result.history
+
+    def _state(self):
+        return {"net": self.net.state_dict()}
+
+    def _load_state(self, state):
+        self.net.load_state_dict(state["net"])
+
+    def _predict(self, inputs, seed, progress):
+        p = self.params["predict"]
+        normalizer = PercentileNormalizer(p["pmin"], p["pmax"])
+        self.net.eval()
+        preds = []
+        for image in inputs:
+            x, lo_hi = normalizer.before(image)
+            x = upsample(x[None], self.scale, "bilinear")[0]
+            y = tiled_apply(lambda t: self.net(t.to(self.device)), x, tile=p["tile"], overlap=p["overlap"],
+                            batch=p["batch"], multiple=2 ** self.params["model"]["n_depth"], progress=progress)
+            preds.append(normalizer.after(y[0], lo_hi))
+        return {"prediction": np.stack(preds)}
+
+
+class EMDiffuseMethod(Method):
+    """EMDiffuse-n/-r: conditional diffusion (official schedules, MSE on noise, Adam lr 5e-5,
+    linear warm-up, EMA 0.9999, input-only blur p = 0.5, flips/rot90), sampled K times per input.
+
+    ``prediction`` is the per-pixel mean of the K samples; ``uncertainty`` is their per-pixel
+    unbiased std (``torch.std``, as the official ``test()``) in [0, 1] intensity units, i.e. the
+    std of the network's [-1, 1] outputs divided by 2 (omitted when K = 1). Sampling uses the
+    EMA weights (the official test script uses the raw weights; set ``ema_decay: null`` for that).
+    """
+
+    name = "emdiffuse"
+    DEFAULTS = {
+        "model": Free({"preset": "official"}),
+        "diffusion": {
+            "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
+            "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
+        },
+        "train": {
+            "iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
+            "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
+        },
+        "sample": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4},
+    }
+
+    def _build(self):
+        from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.unet import PRESETS, DiffusionUNet
+
+        if self.params["sample"]["sampler"] not in SAMPLERS:
+            raise ValueError(f"emdiffuse.sample.sampler: {self.params['sample']['sampler']!r} is not one of {SAMPLERS}")
+        overrides = dict(self.params["model"])
+        preset = overrides.pop("preset", "official")
+        if preset not in PRESETS:
+            raise ValueError(f"emdiffuse.model.preset: {preset!r} is not one of {sorted(PRESETS)}")
+        allowed = set(inspect.signature(DiffusionUNet).parameters)
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"emdiffuse.model: unknown key(s) {unknown}; allowed: preset, {sorted(allowed)}")
+        kwargs = {**PRESETS[preset], **overrides}
+        net = DiffusionUNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+        d = self.params["diffusion"]
+        self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"], loss="mse").to(self.device)
+        self.ema: torch.nn.Module | None = None
+        self.multiple = 2 ** (len(kwargs["channel_mults"]) - 1)
+
+    def _fit(self, inputs, targets, checkpoint_path, progress, log):
+        t = self.params["train"]
+        if t["patch"] % self.multiple:
+            raise ValueError(f"emdiffuse.train.patch: {t['patch']} must be a multiple of {self.multiple}")
+        sampler = PatchSampler(upsample(inputs, self.scale, "bilinear"), targets, t["patch"], t["batch_size"],
+                               self.seed, augment=True, input_blur_p=t["input_blur_p"])
+
+        def loss_fn(batch):
+            return self.diffusion.loss(batch[0] * 2 - 1, batch[1] * 2 - 1)
+
+        result = train_loop(
+            self.diffusion, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"], warmup=t["warmup"],
+            ema_decay=t["ema_decay"], checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
+            device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
+            progress=progress, log=log)
+        self.ema = result.ema_model
+        return result.history
+
+    def _state(self):
+        return {"model": self.diffusion.state_dict(), "ema": None if self.ema is None else self.ema.state_dict()}
+
+    def _load_state(self, state):
+        self.diffusion.load_state_dict(state["model"])
+        if state["ema"] is not None:
+            self.ema = copy.deepcopy(self.diffusion).eval().requires_grad_(False)
+            self.ema.load_state_dict(state["ema"])
+
+    def _predict(self, inputs, seed, progress):
+        s = self.params["sample"]
+        model = (self.ema if self.ema is not None else self.diffusion).eval()
+        k = int(s["samples"])
+        means, stds = [], []
+        for i, image in enumerate(inputs):
+            # one generator per image: an image's output does not depend on which others are predicted
+            generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+
+            def fn(tiles: torch.Tensor) -> torch.Tensor:
+                cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
+                x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator)
+                x = ((x.float() + 1) / 2).reshape(len(tiles), k, *x.shape[-2:])
+                spread = x.std(1) if k > 1 else torch.zeros_like(x[:, 0])
+                return torch.stack([x.mean(1), spread], 1)
+
+            cond = upsample(image[None], self.scale, "bilinear")[0]
+            out = tiled_apply(fn, cond, tile=s["tile"], overlap=s["overlap"], batch=s["batch"],
+                              multiple=self.multiple, progress=progress)
+            means.append(out[0])
+            stds.append(out[1])
+        result = {"prediction": np.stack(means)}
+        if k > 1:
+            result["uncertainty"] = np.stack(stds).astype(np.float32)
+        return result

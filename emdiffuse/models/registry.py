@@ -1,0 +1,32 @@
+"""The method registry: a new method is one ``Method`` subclass plus one line here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from emdiffuse.models.methods import CAREMethod, EMDiffuseMethod, InputMethod, Method, read_checkpoint
+
+METHODS: dict[str, type[Method]] = {
+    "input": InputMethod,
+    "care": CAREMethod,
+    "emdiffuse": EMDiffuseMethod,
+}
+
+
+def _method_class(name: str, where: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"{where}: unknown method {name!r}; known methods: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_method(name: str, params: dict, *, device: torch.device, seed: int) -> Method:
+    """A fresh, unfitted method from its workflow-config params."""
+    return _method_class(name, "method")(params, device=device, seed=seed)
+
+
+def load_method(path: str | Path, *, device: torch.device) -> Method:
+    """Load any method file, dispatching on the ``method`` it records."""
+    ckpt = read_checkpoint(path)
+    return _method_class(ckpt["method"], str(path)).from_checkpoint(ckpt, device=device)

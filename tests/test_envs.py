@@ -1,0 +1,55 @@
+"""environment.yml and the per-rule conda envs name the same packages as pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+# conda-forge names of PyPI packages where they differ
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+WORKFLOW_ONLY = {"snakemake"}  # the per-rule envs run inside Snakemake, they do not install it
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def _env_packages(path) -> set[str]:
+    deps = yaml.safe_load(path.read_text())["dependencies"]
+    names = set()
+    for dep in deps:
+        if isinstance(dep, dict):
+            names |= {_name(d) for d in dep["pip"] if not d.startswith("-")}
+        else:
+            names.add(_name(dep))
+    return names - {"python", "pip"}
+
+
+def _pyproject(repo) -> tuple[set[str], set[str]]:
+    meta = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    deps = {CONDA_NAMES.get(_name(d), _name(d)) for d in meta["dependencies"]}
+    tests = {_name(d) for d in meta["optional-dependencies"]["test"]}
+    return deps, tests
+
+
+def test_environment_yml_matches_pyproject(repo):
+    deps, tests = _pyproject(repo)
+    assert _env_packages(repo / "environment.yml") == deps | tests
+
+
+def test_rule_envs_cover_pyproject(repo):
+    deps, _ = _pyproject(repo)
+    envs = {p.stem: _env_packages(p) for p in (repo / "workflow" / "envs").glob("*.yaml")}
+    assert set(envs) == {"data", "torch"}
+    assert envs["data"] <= envs["torch"], "the torch env is a superset of the data env"
+    assert envs["torch"] == deps - WORKFLOW_ONLY
+
+
+def test_every_rule_names_an_existing_env(repo):
+    rules = "".join(p.read_text() for p in (repo / "workflow" / "rules").glob("*.smk"))
+    named = set(re.findall(r'"\.\./envs/([\w-]+)\.yaml"', rules))
+    assert named == {"data", "torch"}
+    for env in named:
+        assert (repo / "workflow" / "envs" / f"{env}.post-deploy.sh").exists()

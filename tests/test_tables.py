@@ -1,0 +1,86 @@
+"""Per-image metric rows, their aggregation and the stage-timing summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emdiffuse.benchmarks import collect, to_markdown as timings_markdown
+from emdiffuse.tables import bootstrap_ci, describe_budget, evaluate_images, summarize, to_markdown
+
+
+def _rows(rng):
+    frames = []
+    for method, noise in [("input", 0.2), ("care", 0.05)]:
+        gt = rng.random((4, 48, 48)).astype(np.float32)
+        pred = np.clip(gt + rng.normal(0, noise, gt.shape), 0, 1).astype(np.float32)
+        frames.append(evaluate_images(pred, gt, np.array([0, 1, 0, 1]), np.array(["1 us", "4 us"]),
+                                      ["PSNR", "SSIM"], task="denoise", dataset="ph", method=method))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_evaluate_images_one_row_per_image():
+    rows = _rows(np.random.default_rng(0))
+    assert len(rows) == 8
+    assert set(rows.columns) >= {"task", "dataset", "method", "image", "level", "level_name", "PSNR", "SSIM"}
+    assert rows.loc[rows.method == "care", "PSNR"].mean() > rows.loc[rows.method == "input", "PSNR"].mean()
+
+
+def test_evaluate_images_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="differ in shape"):
+        evaluate_images(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)), np.zeros(2, int), np.array(["a"]), ["PSNR"],
+                        task="t", dataset="d", method="m")
+
+
+def test_summarize_pools_levels_and_keeps_method_order():
+    rows = _rows(np.random.default_rng(1))
+    table = summarize(rows, ["PSNR", "SSIM"], ["input", "care"])
+    assert list(table["level"].unique()) == ["all", "1 us", "4 us"]
+    pooled = table[table.level == "all"]
+    assert list(pooled["method"]) == ["input", "care"]
+    assert list(pooled["n"]) == [4, 4]
+    care = rows[rows.method == "care"]["PSNR"]
+    assert pooled.iloc[1]["PSNR_mean"] == pytest.approx(care.mean())
+    assert pooled.iloc[1]["PSNR_std"] == pytest.approx(care.std(ddof=1))
+    assert pooled.iloc[1]["PSNR_ci_low"] <= care.mean() <= pooled.iloc[1]["PSNR_ci_high"]
+
+
+def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.normal(5, 1, 10)
+    large = rng.normal(5, 1, 1000)
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_l, hi_l = bootstrap_ci(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+    assert bootstrap_ci(small) == bootstrap_ci(small)  # reproducible
+    assert all(np.isnan(bootstrap_ci(np.array([1.0]))))
+
+
+def test_markdown_marks_best_and_states_budgets():
+    rows = _rows(np.random.default_rng(2))
+    table = summarize(rows, ["PSNR", "SSIM"], ["input", "care"])
+    md = to_markdown(table, ["PSNR", "SSIM"], title="denoise", budgets={"care": "10 iterations"})
+    assert "PSNR ↑" in md and "**" in md and "- **care**: 10 iterations" in md
+
+
+def test_describe_budget():
+    params = {"train": {"iterations": 5, "batch_size": 2, "patch": 32, "lr": 1e-4},
+              "sample": {"sampler": "ddim", "steps": 20, "samples": 2}, "model": {"preset": "tiny"}}
+    text = describe_budget("emdiffuse", params)
+    assert "5 iterations" in text and "ddim, 20 steps, K=2" in text and "tiny" in text
+    assert describe_budget("input", {}) == "not learned (reference)"
+
+
+def test_timings_summary(tmp_path):
+    for stage, job, seconds in [("train", "denoise/ph/care", 12.0), ("train", "denoise/ph/emdiffuse", 30.0),
+                                ("predict", "denoise/ph/care", 2.0)]:
+        path = tmp_path / stage / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("s\th:m:s\tmax_rss\n" f"{seconds}\t0:00:{int(seconds)}\t100.5\n")
+    jobs = collect(tmp_path)
+    assert sorted(jobs["stage"]) == ["predict", "train", "train"]
+    md = timings_markdown(jobs)
+    assert "Sum of job wall times: 44 s" in md
+    assert md.index("| train | 2 | 42.0 | 95% |") < md.index("| predict | 1 | 2.0 |")

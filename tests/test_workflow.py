@@ -1,0 +1,79 @@
+"""The workflow itself: lint, a dry run of `all`, and a real end-to-end run on the tiny config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table",
+         "timings", "all"]
+
+
+def snakemake(repo, *args, cwd=None, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), *args]
+    proc = subprocess.run(cmd, cwd=cwd or repo, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def test_lint_is_clean(repo):
+    proc = snakemake(repo, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_dry_run_of_all_lists_every_rule(repo, tmp_path):
+    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={repo / 'config' / 'config.yaml'}", "all")
+    out = proc.stdout + proc.stderr
+    stats = out[out.index("Job stats"):]
+    for rule in RULES:
+        assert f"\n{rule} " in stats, f"rule {rule} missing from the dry run of all"
+
+
+def test_table_target_builds_only_that_table(repo, tmp_path):
+    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={repo / 'config' / 'config.yaml'}", "table_denoise")
+    out = proc.stdout + proc.stderr
+    assert "rule table:" in out and "rule timings:" not in out and "rule phantom_figure:" not in out
+
+
+def test_bad_config_stops_with_the_key_named(repo, tmp_path, test_config):
+    test_config["methods"]["care"]["train"]["batch_size"] = 0
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(test_config))
+    proc = snakemake(repo, "-n", "--cores", "1", "--directory", str(tmp_path), f"--configfile={cfg}",
+                     check=False)
+    assert proc.returncode != 0
+    assert "batch_size" in proc.stderr + proc.stdout
+
+
+@pytest.mark.workflow
+def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
+    snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",
+              "all")
+    task = test_config["tasks"]["denoise"]
+    table = pd.read_csv(tmp_path / "results" / "tables" / "denoise.csv")
+    pooled = table[table["level"] == "all"]
+    assert list(pooled["method"]) == task["methods"]
+    for metric in task["metrics"]:
+        values = pooled[f"{metric}_mean"].to_numpy()
+        assert np.isfinite(values).all(), f"{metric} has non-finite means: {values}"
+    expected_n = task["test_images"] * len(task["pairs"]["dwell_us"])
+    assert (pooled["n"] == expected_n).all()
+    md = (tmp_path / "results" / "tables" / "denoise.md").read_text()
+    assert "Budgets:" in md and "emdiffuse" in md
+    for figure in ["denoise.png", "phantom.png"]:
+        assert (tmp_path / "results" / "figures" / figure).stat().st_size > 10_000
+    assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
+    pred = np.load(tmp_path / "results" / "predictions" / "denoise" / "phantom_neuropil" / "emdiffuse" / "test.npz")
+    assert pred["uncertainty"].shape == pred["prediction"].shape
+
+    again = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                      f"--configfile={repo / 'config' / 'test.yaml'}", "all")
+    assert "Nothing to be done" in again.stdout + again.stderr
