@@ -52,15 +52,16 @@ def phantom_figure(path: str, volumes: dict[str, np.ndarray], reference: dict[st
         ax.set_yticks([])
 
     bins = np.linspace(0, 1, 101)
-    half = ncol // 2 or 1
-    for k, (group, colour) in enumerate(((volumes, "tab:blue"), (reference, "tab:orange"))):
-        ax = fig.add_subplot(grid[1, k * half:(k + 1) * half] if ncol > 1 else grid[1, 0])
-        for name, arr in group.items():
-            ax.hist(np.ravel(arr), bins=bins, density=True, histtype="step", label=name)
-        ax.set_title("phantom histograms" if k == 0 else "reference histograms", fontsize=8, color=colour)
+    span = max(ncol // max(len(volumes), 1), 1)
+    for k, (name, vol) in enumerate(volumes.items()):
+        ax = fig.add_subplot(grid[1, k * span:min((k + 1) * span, ncol)])
+        ax.hist(vol.ravel(), bins=bins, density=True, histtype="step", lw=1.5, color="k", label=f"phantom {name}")
+        for ref_name, img in reference.items():
+            ax.hist(img.ravel(), bins=bins, density=True, histtype="step", ls="--", lw=0.8, label=ref_name)
+        ax.set_title(f"intensity histogram: {name} vs real", fontsize=8)
         ax.set_xlabel("intensity", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=5)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format="png")
     plt.close(fig)

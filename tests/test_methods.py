@@ -1,0 +1,123 @@
+"""Every registered method: params validation, fit, save, load, predict, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from emdiffuse.models.methods import CAREMethod
+from emdiffuse.models.registry import METHODS, build_method, load_method
+
+CPU = torch.device("cpu")
+QUIET = dict(progress=False, log=lambda *_: None)
+TINY = {
+    "input": {},
+    "care": {"model": {"n_first": 4}, "train": {"iterations": 10, "batch_size": 4, "patch": 16}},
+    "emdiffuse": {
+        "model": {"preset": "tiny"},
+        "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
+        "train": {"iterations": 10, "batch_size": 4, "patch": 16, "warmup": 3, "ema_decay": 0.9},
+        "sample": {"steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
+    },
+}
+
+
+def toy_pairs(n=8, size=32, scale=1):
+    """target = smooth image; input = noisy (and, for scale > 1, block-averaged) version of it."""
+    rng = np.random.default_rng(0)
+    clean = np.stack([gaussian_filter(rng.random((size * scale,) * 2), 2) for _ in range(n)])
+    clean = ((clean - clean.min()) / np.ptp(clean) * 0.6 + 0.2).astype(np.float32)
+    low = clean.reshape(n, size, scale, size, scale).mean((2, 4))
+    return np.clip(low + rng.normal(0, 0.1, low.shape), 0, 1).astype(np.float32), clean
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Each method fitted once on the denoising toy and saved."""
+    root = tmp_path_factory.mktemp("methods")
+    inputs, targets = toy_pairs()
+    out = {}
+    for name in METHODS:
+        method = build_method(name, TINY[name], device=CPU, seed=0)
+        history = method.fit(inputs, targets, checkpoint_path=root / f"{name}.ckpt", **QUIET)
+        assert len(history) == (0 if not method.learned else 10)
+        method.save(root / f"{name}.pt")
+        out[name] = (method, root / f"{name}.pt")
+    return out
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_fit_save_load_predict(fitted, name):
+    method, path = fitted[name]
+    inputs = toy_pairs(n=2, size=24)[0]  # not a multiple of the training patch
+    loaded = load_method(path, device=CPU)
+    assert type(loaded) is type(method) and loaded.params == method.params
+    a, b = method.predict(inputs, seed=1, progress=False), loaded.predict(inputs, seed=1, progress=False)
+    assert a["prediction"].shape == inputs.shape and a["prediction"].dtype == np.float32
+    assert 0 <= a["prediction"].min() and a["prediction"].max() <= 1
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])  # same seed, same output
+    assert set(a) == ({"prediction", "uncertainty"} if name == "emdiffuse" else {"prediction"})
+
+
+def test_emdiffuse_uncertainty_and_seeds(fitted):
+    method, _ = fitted["emdiffuse"]
+    inputs = toy_pairs(n=1, size=20)[0]
+    a, b = method.predict(inputs, seed=1, progress=False), method.predict(inputs, seed=2, progress=False)
+    assert a["uncertainty"].shape == inputs.shape and (a["uncertainty"] >= 0).all() and a["uncertainty"].max() > 0
+    assert not np.array_equal(a["prediction"], b["prediction"])
+
+
+def test_input_method_is_identity_or_bicubic():
+    inputs, targets = toy_pairs(n=2, size=8, scale=2)
+    method = build_method("input", {}, device=CPU, seed=0)
+    method.fit(inputs[:, :, :], inputs, checkpoint_path="unused", **QUIET)
+    np.testing.assert_array_equal(method.predict(inputs, seed=0)["prediction"], inputs)
+    method.fit(inputs, targets, checkpoint_path="unused", **QUIET)
+    pred = method.predict(inputs, seed=0)["prediction"]
+    assert pred.shape == targets.shape
+    np.testing.assert_allclose(pred.reshape(2, 8, 2, 8, 2).mean((2, 4)), inputs, atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["care", "emdiffuse"])
+def test_super_resolution_pairs(tmp_path, name):
+    inputs, targets = toy_pairs(n=4, size=16, scale=2)
+    params = {**TINY[name], "train": {**TINY[name]["train"], "iterations": 2}}
+    method = build_method(name, params, device=CPU, seed=0)
+    method.fit(inputs, targets, checkpoint_path=tmp_path / "c.pt", **QUIET)
+    assert method.predict(inputs[:1], seed=0, progress=False)["prediction"].shape == (1, 32, 32)
+
+
+def test_load_errors(fitted, tmp_path):
+    with pytest.raises(ValueError, match="holds a 'care' checkpoint, not 'emdiffuse'"):
+        METHODS["emdiffuse"].load(fitted["care"][1], device=CPU)
+    with pytest.raises(FileNotFoundError, match="no such method checkpoint"):
+        load_method(tmp_path / "missing.pt", device=CPU)
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="not a readable method checkpoint"):
+        load_method(tmp_path / "corrupt.pt", device=CPU)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an emdiffuse method checkpoint"):
+        load_method(tmp_path / "other.pt", device=CPU)
+
+
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("care", {"train": {"iterations": 1, "lrr": 1}}, r"care.train: unknown key\(s\) \['lrr'\]"),
+        ("care", {"train": {}}, "care.train.iterations: required key is missing"),
+        ("care", {"train": {"iterations": 1, "normalize": {"pmin": 2}}}, "care.train.normalize: unknown"),
+        ("emdiffuse", {**TINY["emdiffuse"], "model": {"preset": "huge"}}, "emdiffuse.model.preset: 'huge'"),
+        ("emdiffuse", {**TINY["emdiffuse"], "model": {"width": 3}}, r"emdiffuse.model: unknown key\(s\) \['width'\]"),
+        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"sampler": "euler"}}, "emdiffuse.sample.sampler"),
+        ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
+        ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'input'\]"),
+    ],
+)
+def test_params_validation(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        build_method(name, params, device=CPU, seed=0)
+
+
+def test_predict_before_fit_is_an_error():
+    with pytest.raises(RuntimeError, match="fit"):
+        CAREMethod(TINY["care"], device=CPU, seed=0).predict(np.zeros((1, 16, 16), np.float32), seed=0)
