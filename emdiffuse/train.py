@@ -74,8 +74,8 @@ def train_loop(
 
     ``loss_fn`` gets ``(inputs, targets)`` tensors on ``device`` and returns a scalar loss.
     ``warmup``: linear LR warm-up over that many iterations (official: GradualWarmupScheduler).
-    ``plateau``: ``{"factor", "patience", "every"}``; every ``every`` iterations (an "epoch") a
-    ReduceLROnPlateau steps on the mean training loss of that epoch (CARE; no validation set).
+    ``plateau``: ``{"every": n, **ReduceLROnPlateau kwargs}``; every ``n`` iterations (an "epoch")
+    the scheduler steps on the mean training loss of that epoch (CARE; there is no validation set).
     ``meta``: anything that must match for a checkpoint to be resumed (e.g. the method params);
     a mismatch is an error rather than a silent resume of a different run.
     ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
@@ -88,7 +88,7 @@ def train_loop(
     opt = _optimizer(model, optimizer, lr, adam_eps, weight_decay)
     warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup)) if warmup else None
     plat = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=plateau["factor"], patience=plateau["patience"])
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{k: v for k, v in plateau.items() if k != "every"})
         if plateau
         else None
     )

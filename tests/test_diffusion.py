@@ -93,6 +93,18 @@ def test_sampling_restores_train_mode_and_rejects_unknown_sampler():
     assert model.net.training
     with pytest.raises(ValueError, match="ancestral.*ddim.*dpmpp2m"):
         model.sample(torch.zeros(1, 1, 8, 8), sampler="euler")
+    with pytest.raises(ValueError, match="spacing"):
+        model.sample(torch.zeros(1, 1, 8, 8), spacing="karras")
+    with pytest.raises(ValueError, match="steps"):
+        model.sample(torch.zeros(1, 1, 8, 8), sampler="ddim", steps=1001)
+
+
+def test_ddim_eta_adds_seeded_noise():
+    model = _tiny_diffusion()
+    cond = torch.rand(2, 1, 8, 8) * 2 - 1
+    a, b = (model.sample(cond, sampler="ddim", steps=4, eta=1.0, generator=_gen(3)) for _ in range(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, model.sample(cond, sampler="ddim", steps=4, generator=_gen(3)))
 
 
 def test_ancestral_steps_rebuild_the_schedule_like_official_step_flag():
@@ -101,10 +113,11 @@ def test_ancestral_steps_rebuild_the_schedule_like_official_step_flag():
     np.testing.assert_allclose(model.net.gammas, alpha_bars(dict(TEST, steps=200))[::-1], rtol=1e-6)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m"])
-def test_ode_samplers_use_a_subsequence_of_the_full_test_schedule(sampler):
+@pytest.mark.parametrize("sampler,spacing", [("ddim", "quadratic"), ("ddim", "uniform"),
+                                             ("dpmpp2m", "quadratic")])
+def test_ode_samplers_use_a_subsequence_of_the_full_test_schedule(sampler, spacing):
     model = ConditionalDiffusion(GammaRecorder(), TRAIN, TEST)
-    model.sample(torch.zeros(1, 1, 4, 4), sampler=sampler, steps=50)
+    model.sample(torch.zeros(1, 1, 4, 4), sampler=sampler, steps=50, spacing=spacing)
     full = alpha_bars(TEST)
     gammas = np.array(model.net.gammas)
     assert len(gammas) == 50 and np.all(np.diff(gammas) > 0)
@@ -171,7 +184,7 @@ def test_training_reduces_the_loss_on_identity_task():
     before = eval_loss()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = _gen(0)
-    for step in range(150):
+    for _ in range(150):
         batch = images[torch.randint(0, len(images), (8,), generator=gen)]
         loss = model.loss(batch, batch, generator=gen)
         opt.zero_grad()

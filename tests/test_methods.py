@@ -67,15 +67,17 @@ def test_emdiffuse_uncertainty_and_seeds(fitted):
     assert not np.array_equal(a["prediction"], b["prediction"])
 
 
-def test_input_method_is_identity_or_bicubic():
-    inputs, targets = toy_pairs(n=2, size=8, scale=2)
+def test_input_method_is_identity_or_cubic_upsampling():
     method = build_method("input", {}, device=CPU, seed=0)
-    method.fit(inputs[:, :, :], inputs, checkpoint_path="unused", **QUIET)
+    inputs = np.broadcast_to((np.arange(16, dtype=np.float32) + 1) / 20, (2, 16, 16)).copy()  # a ramp in x
+    method.fit(inputs, inputs, checkpoint_path="unused", **QUIET)
     np.testing.assert_array_equal(method.predict(inputs, seed=0)["prediction"], inputs)
-    method.fit(inputs, targets, checkpoint_path="unused", **QUIET)
+    method.fit(inputs, np.zeros((2, 32, 32), np.float32), checkpoint_path="unused", **QUIET)
     pred = method.predict(inputs, seed=0)["prediction"]
-    assert pred.shape == targets.shape
-    np.testing.assert_allclose(pred.reshape(2, 8, 2, 8, 2).mean((2, 4)), inputs, atol=0.05)
+    assert pred.shape == (2, 32, 32)
+    ramp = ((np.arange(32) + 0.5) / 2 - 0.5 + 1) / 20  # the ramp at the pixel centres of the 2x grid
+    # alignment check: a half-pixel shift would be off by 0.0125; the mirrored edge kink leaves < 1e-3
+    np.testing.assert_allclose(pred[:, :, 8:-8], np.broadcast_to(ramp[8:-8], (2, 32, 16)), atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["care", "emdiffuse"])
@@ -85,6 +87,18 @@ def test_super_resolution_pairs(tmp_path, name):
     method = build_method(name, params, device=CPU, seed=0)
     method.fit(inputs, targets, checkpoint_path=tmp_path / "c.pt", **QUIET)
     assert method.predict(inputs[:1], seed=0, progress=False)["prediction"].shape == (1, 32, 32)
+
+
+def test_raising_iterations_continues_training_but_other_changes_are_refused(tmp_path):
+    inputs, targets = toy_pairs(n=4, size=16)
+    params = {"model": {"n_first": 4}, "train": {"iterations": 3, "batch_size": 2, "patch": 16}}
+    first = build_method("care", params, device=CPU, seed=0).fit(inputs, targets, checkpoint_path=tmp_path / "c", **QUIET)
+    params["train"]["iterations"] = 5
+    longer = build_method("care", params, device=CPU, seed=0).fit(inputs, targets, checkpoint_path=tmp_path / "c", **QUIET)
+    assert longer[:3] == first and len(longer) == 5
+    params["train"]["lr"] = 1e-3
+    with pytest.raises(ValueError, match="different run"):
+        build_method("care", params, device=CPU, seed=0).fit(inputs, targets, checkpoint_path=tmp_path / "c", **QUIET)
 
 
 def test_load_errors(fitted, tmp_path):

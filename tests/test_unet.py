@@ -20,8 +20,8 @@ def test_output_shape(preset, size):
 
 
 def test_size_not_divisible_raises():
-    net = DiffusionUNet(**PRESETS["cpu-small"])  # 3 levels: needs multiples of 4
-    with pytest.raises(ValueError, match="divisible by 4"):
+    net = DiffusionUNet(**PRESETS["cpu-small"])  # 4 levels: needs multiples of 8
+    with pytest.raises(ValueError, match="divisible by 8"):
         net(torch.randn(1, 2, 16, 18), torch.rand(1))
 
 

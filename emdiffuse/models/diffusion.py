@@ -131,6 +131,8 @@ class ConditionalDiffusion(nn.Module):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if spacing not in SPACINGS:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1 (or None for the full test schedule), got {steps}")
         channels = self.out_channels or cond.shape[1]
         x = _randn((cond.shape[0], channels, *cond.shape[2:]), cond, generator)
         with _eval_mode(self.net):
@@ -167,13 +169,13 @@ class ConditionalDiffusion(nn.Module):
         return x0, eps
 
     def _ancestral(self, cond, x, steps, generator, clip_x0, progress):
-        schedule = dict(self.test_schedule, **({} if steps is None else {"steps": int(steps)}))
-        betas = make_betas(schedule["kind"], schedule["start"], schedule["end"], int(schedule["steps"]))
+        sched = self.test_schedule
+        betas = make_betas(sched["kind"], sched["start"], sched["end"], int(steps or sched["steps"]))
         abar = np.cumprod(1 - betas)
         abar_prev = np.append(1.0, abar[:-1])
         coef_x0 = betas * np.sqrt(abar_prev) / (1 - abar)
         coef_xt = (1 - abar_prev) * np.sqrt(1 - betas) / (1 - abar)
-        std = np.exp(0.5 * np.log(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20)))
+        std = np.sqrt(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20))  # posterior, log-clipped
         for i in tqdm(range(len(betas) - 1, -1, -1), disable=not progress, desc="ancestral"):
             eps = self._eps(cond, x, abar[i])
             # official form: sqrt(1/abar) x - sqrt(1/abar - 1) eps
@@ -198,13 +200,12 @@ class ConditionalDiffusion(nn.Module):
         x0_prev, h_prev = None, None
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="dpmpp2m"):
             x0, _ = self._x0_and_eps(cond, x, a, clip_x0)
-            if a_next >= 1.0:  # sigma_next = 0: the solution is the data prediction
-                return x0
-            h = _log_snr(a_next) - _log_snr(a)
-            d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
-            x = math.sqrt((1 - a_next) / (1 - a)) * x - math.sqrt(a_next) * math.expm1(-h) * d
-            x0_prev, h_prev = x0, h
-        return x
+            if a_next < 1.0:  # the last step ends at sigma = 0, where the solution is x0 itself
+                h = _log_snr(a_next) - _log_snr(a)
+                d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
+                x = math.sqrt((1 - a_next) / (1 - a)) * x - math.sqrt(a_next) * math.expm1(-h) * d
+                x0_prev, h_prev = x0, h
+        return x0
 
 
 def _log_snr(abar: float) -> float:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from emdiffuse import __version__
 from emdiffuse.io import atomic_path
@@ -145,7 +146,11 @@ class Method:
             raise RuntimeError(f"{self.name}: call fit() or load a checkpoint first")
 
     def _meta(self, inputs: np.ndarray, targets: np.ndarray) -> dict:
-        return {"method": self.name, "params": self.params, "seed": self.seed, "data": _digest(inputs, targets)}
+        """What a training checkpoint must match to be resumed: everything that shapes training
+        except its length, so raising ``train.iterations`` continues a finished run."""
+        params = {k: v for k, v in self.params.items() if k not in ("predict", "sample")}
+        params["train"] = {k: v for k, v in params["train"].items() if k not in ("iterations", "checkpoint_every")}
+        return {"method": self.name, "params": params, "seed": self.seed, "data": _digest(inputs, targets)}
 
     # hooks
     def _build(self) -> None:
@@ -165,12 +170,17 @@ class Method:
 
 
 class InputMethod(Method):
-    """The non-learned reference: the degraded input itself, bicubic-upsampled for super-resolution."""
+    """The non-learned reference: the degraded input itself; for super-resolution, upsampled by
+    cubic-spline interpolation (``scipy.ndimage.zoom(order=3)``, the cubic reference of the official
+    repo's 3D-SR-UNet baseline) on the pixel-centre grid (``grid_mode``), edges mirrored."""
 
     name, learned = "input", False
 
     def _predict(self, inputs, seed, progress):
-        return {"prediction": upsample(inputs, self.scale, "bicubic")}
+        if self.scale == 1:
+            return {"prediction": inputs}
+        zoom = (1, self.scale, self.scale)
+        return {"prediction": ndimage.zoom(inputs, zoom, order=3, grid_mode=True, mode="reflect")}
 
 
 class CAREMethod(Method):
@@ -207,10 +217,17 @@ class CAREMethod(Method):
 
         result = train_loop(
             self.net, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"], adam_eps=1e-7,
-            plateau={"factor": 0.5, "patience": t["plateau_patience"], "every": t["steps_per_epoch"]},
-            checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
-            seed=self.seed, meta=self._meta(inputs, targets), progress=progress, log=log)
+            plateau=self._plateau(), checkpoint_path=checkpoint_path,
+            checkpoint_every=t["checkpoint_every"], device=self.device, seed=self.seed,
+            meta=self._meta(inputs, targets), progress=progress, log=log)
         return result.history
+
+    def _plateau(self) -> dict:
+        """Keras ReduceLROnPlateau semantics: absolute min_delta 1e-4, and it reduces on the
+        ``patience``-th bad epoch where torch waits for one more, hence ``patience - 1``."""
+        t = self.params["train"]
+        return {"factor": 0.5, "patience": max(t["plateau_patience"] - 1, 0), "threshold": 1e-4,
+                "threshold_mode": "abs", "every": t["steps_per_epoch"]}
 
     def _state(self):
         return {"net": self.net.state_dict()}
@@ -240,6 +257,7 @@ class EMDiffuseMethod(Method):
     unbiased std (``torch.std``, as the official ``test()``) in [0, 1] intensity units, i.e. the
     std of the network's [-1, 1] outputs divided by 2 (omitted when K = 1). Sampling uses the
     EMA weights (the official test script uses the raw weights; set ``ema_decay: null`` for that).
+    ``sample.batch`` tiles go through the sampler together, i.e. a network batch of batch x samples.
     """
 
     name = "emdiffuse"

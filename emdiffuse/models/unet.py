@@ -27,10 +27,12 @@ PRESETS: dict[str, dict] = {
     "official": dict(in_channel=2, out_channel=1, inner_channel=32, channel_mults=(1, 2, 4, 8),
                      res_blocks=2, attn_res=(16,), dropout=0.2, num_head_channels=32,
                      image_size=256, norm_groups=32),
-    # CPU-friendly: 3 levels, 1 res block, attention only in the middle (64 channels, 2 heads).
-    "cpu-small": dict(in_channel=2, out_channel=1, inner_channel=16, channel_mults=(1, 2, 4),
-                      res_blocks=1, attn_res=(), dropout=0.1, num_head_channels=32,
-                      image_size=128, norm_groups=16),
+    # CPU-friendly: the official four levels (so the middle attention runs at 1/8 resolution,
+    # as officially; at 1/4 it would cost 4x the tokens, squared) with half the width and
+    # 1 res block: 2.8M parameters, ~0.2 s per 256x256 evaluation on 2 CPU cores.
+    "cpu-small": dict(in_channel=2, out_channel=1, inner_channel=16, channel_mults=(1, 2, 4, 8),
+                      res_blocks=1, attn_res=(16,), dropout=0.1, num_head_channels=32,
+                      image_size=256, norm_groups=16),
     # Unit tests only.
     "tiny": dict(in_channel=2, out_channel=1, inner_channel=8, channel_mults=(1, 2),
                  res_blocks=1, attn_res=(), dropout=0.0, num_head_channels=8,
@@ -66,10 +68,17 @@ def _num_groups(channels: int, norm_groups: int) -> int:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 (stable under bf16/fp16 autocast), cast back to the input dtype."""
+    """GroupNorm that is safe in reduced precision.
+
+    float16 is normalised in float32 as in the official code. bfloat16 has float32's range and the
+    kernels accumulate statistics in float32, so it stays bf16: the float32 round trip made
+    normalisation ~9x slower and half the copies of a bf16 CPU forward pass.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        h = x.float() if x.dtype == torch.float16 else x
+        out = F.group_norm(h, self.num_groups, self.weight.to(h.dtype), self.bias.to(h.dtype), self.eps)
+        return out.to(x.dtype)
 
 
 def normalization(channels: int, norm_groups: int) -> GroupNorm32:
@@ -114,7 +123,7 @@ class ResBlock(EmbedBlock):
         h = conv(h)
         scale, shift = self.emb_layers(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
         out_norm, *rest = self.out_layers
-        h = out_norm(h) * (1 + scale) + shift
+        h = torch.addcmul(shift, out_norm(h), 1 + scale)  # FiLM in one pass, keeps memory format
         for layer in rest:
             h = layer(h)
         return self.skip_connection(x) + h

@@ -1,0 +1,62 @@
+"""Train/test splits and denoising pairs cut from a prepared volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emdiffuse.datasets import load_volume, prepare, save_prepared
+from emdiffuse.io import load_npz
+from emdiffuse.pairs import denoise_pairs, split_slices, spread
+from emdiffuse.steps import make_pairs
+
+PAIRS = {"gt_dwell_us": 36.0, "dwell_us": [0.5, 4.0], "electrons_per_us": 20.0, "read_noise": 1.0}
+
+
+def test_split_holds_out_a_z_range_with_a_gap():
+    s = split_slices(64, test_fraction=0.25, gap=8, slice_step=2)
+    assert s["test"][0] == 48 and s["test"][-1] == 62
+    assert s["train"].max() < 48 - 8
+    assert set(s["train"]).isdisjoint(s["test"])
+
+
+def test_split_too_small_names_the_keys():
+    with pytest.raises(ValueError, match="split.gap"):
+        split_slices(8, test_fraction=0.5, gap=8, slice_step=1)
+
+
+def test_spread_is_even():
+    assert list(spread(np.arange(10), 3)) == [0, 4, 9] or list(spread(np.arange(10), 3)) == [0, 5, 9]
+    assert list(spread(np.arange(3), 5)) == [0, 1, 2]
+
+
+def test_denoise_pairs_levels_and_noise_order():
+    rng = np.random.default_rng(0)
+    volume = np.full((4, 32, 32), 0.5, dtype=np.float32)
+    p = denoise_pairs(volume, np.array([0, 2]), PAIRS, rng)
+    assert p["inputs"].shape == (4, 32, 32) and p["targets"].shape == (4, 32, 32)
+    assert list(p["level"]) == [0, 1, 0, 1] and list(p["z"]) == [0, 0, 2, 2]
+    assert list(p["level_name"]) == ["0.5 us", "4 us"]
+    # a pair shares one ground truth per slice; shorter dwell is noisier
+    assert np.array_equal(p["targets"][0], p["targets"][1])
+    noise = [np.std(p["inputs"][p["level"] == k] - 0.5) for k in (0, 1)]
+    assert noise[0] > 2 * noise[1] > 0
+    assert np.std(p["targets"] - 0.5) < noise[1]
+
+
+def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
+    entry = {"kind": "phantom", "style": "neuropil", "shape": [16, 48, 48], "voxel_nm": [8, 8, 8]}
+    save_prepared(prepare("ph", entry, seed=0), tmp_path / "v.tif", tmp_path / "l.npz")
+    volume, voxel = load_volume(tmp_path / "v.tif")
+    assert volume.shape == (16, 48, 48) and voxel == (8.0, 8.0, 8.0)
+    task = {"test_images": 2, "pairs": PAIRS}
+    split = {"test_fraction": 0.25, "gap": 2, "slice_step": 2}
+    for run in ("a", "b"):
+        make_pairs("denoise", task, split, tmp_path / "v.tif", 7, tmp_path / f"{run}_train.npz",
+                   tmp_path / f"{run}_test.npz")
+    a, b = load_npz(tmp_path / "a_test.npz"), load_npz(tmp_path / "b_test.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert len(a["inputs"]) == 2 * 2
+    train = load_npz(tmp_path / "a_train.npz")
+    assert set(train["z"]).isdisjoint(a["z"])
+    assert set(load_npz(tmp_path / "l.npz")) >= {"mito", "er"}
