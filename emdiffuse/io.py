@@ -109,3 +109,61 @@ def _tiff_voxel_nm(tif, ndim: int) -> tuple[float, ...] | None:
         ij = tif.imagej_metadata or {}
         return (float(ij.get("spacing", x_nm)), float(y_nm), float(x_nm))
     return (float(y_nm), float(x_nm))
+
+
+def write_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+    """Write a Zarr (v2) array with its voxel size; built in a temporary directory, then renamed."""
+    import shutil
+
+    import zarr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        chunks = (1,) * (array.ndim - 2) + tuple(min(s, 512) for s in array.shape[-2:])
+        z = zarr.create_array(store=str(tmp / "a"), shape=array.shape, dtype=array.dtype, chunks=chunks,
+                              zarr_format=2)
+        z[...] = array
+        if voxel_nm is not None:
+            z.attrs["voxel_size_nm"] = [float(v) for v in voxel_nm]
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp / "a", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Read a whole Zarr array and the voxel size written by :func:`write_zarr` (None if absent)."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        z = zarr.open_array(str(path), mode="r")
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Zarr array ({exc})") from exc
+    voxel = z.attrs.get("voxel_size_nm")
+    return np.asarray(z[...]), tuple(voxel) if voxel else None
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """A 2D image or (z, y, x) stack from TIFF or Zarr, chosen by the file name."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return read_tiff(path)
+    if suffix == ".zarr":
+        return read_zarr(path)
+    raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        write_tiff(path, array, voxel_nm)
+    elif suffix == ".zarr":
+        write_zarr(path, array, voxel_nm)
+    else:
+        raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")

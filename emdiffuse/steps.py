@@ -27,20 +27,28 @@ def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, see
                train_path: str, test_path: str) -> None:
     """Cut the prepared volume into train and test slices and degrade them as the task says."""
     from .datasets import load_volume
-    from .pairs import denoise_pairs, split_slices, spread
+    from .pairs import PAIR_MAKERS, split_slices, spread
 
-    if task != "denoise":
-        raise ConfigError(f"tasks.{task}: no pair generator for this task")
+    if task not in PAIR_MAKERS:
+        raise ConfigError(f"tasks.{task}: no pair generator for this task (known: {sorted(PAIR_MAKERS)})")
+    make = PAIR_MAKERS[task]
     volume, _ = load_volume(volume_path)
+    volume = crop_to_multiple(volume, int(task_cfg["pairs"].get("factor", 1)))
     slices = split_slices(volume.shape[0], **split_cfg)
     test_z = spread(slices["test"], task_cfg["test_images"])
     rng = np.random.default_rng(seed)
-    save_npz(train_path, **denoise_pairs(volume, slices["train"], task_cfg["pairs"], rng))
-    save_npz(test_path, **denoise_pairs(volume, test_z, task_cfg["pairs"], rng))
+    save_npz(train_path, **make(volume, slices["train"], task_cfg["pairs"], rng))
+    save_npz(test_path, **make(volume, test_z, task_cfg["pairs"], rng))
+
+
+def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Crop y and x to multiples of the super-resolution factor (a coarse pixel covers factor^2)."""
+    h, w = volume.shape[-2:]
+    return volume[..., : h - h % factor, : w - w % factor]
 
 
 def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str, history_path: str,
-          *, threads: int | None = None, progress: bool = True) -> None:
+          *, factor: int = 1, threads: int | None = None, progress: bool = True) -> None:
     """Fit a method on the training pairs.
 
     Training checkpoints go to ``checkpoint.pt`` beside the model, which Snakemake never
@@ -50,9 +58,12 @@ def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str
     from .io import atomic_path
     from .models.registry import build_method
 
+    from .pairs import check_pairing
+
     set_threads(threads)
     seed_everything(seed)
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    check_pairing(pairs["inputs"], pairs["targets"], factor, str(pairs_path))
     model = build_method(method, params, device=pick_device(), seed=seed)
     history = model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
     model.save(model_path)
@@ -106,10 +117,14 @@ def figure(task: str, predictions: dict[str, str], pairs_path: str, figure_cfg: 
     i = figure_cfg["image"]
     if i >= len(pairs["inputs"]):
         raise ConfigError(f"figure.image: {i} but the test set has {len(pairs['inputs'])} images")
-    panels, uncertainty = [], None
+    factor = pairs["targets"].shape[-1] // pairs["inputs"].shape[-1]
+    panels = [("input" if factor == 1 else f"input (x{factor} pixel size)", pairs["inputs"][i])]
+    uncertainty = None
     for method, path in predictions.items():
+        if method == "input" and factor == 1:
+            continue  # the same image as the input panel
         pred = load_npz(path, required=("prediction",))
-        panels.append(("input" if method == "input" else method, pred["prediction"][i]))
+        panels.append(("bicubic" if method == "input" else method, pred["prediction"][i]))
         if "uncertainty" in pred and uncertainty is None:
             uncertainty = pred["uncertainty"][i]
     panels.append(("ground truth", pairs["targets"][i]))

@@ -56,10 +56,12 @@ def train_loop(
     lr: float,
     optimizer: str = "adam",
     adam_eps: float = 1e-8,
+    betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     warmup: int = 0,
     ema_decay: float | None = None,
     plateau: dict | None = None,
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     checkpoint_path: str | Path,
     checkpoint_every: int,
     device: torch.device,
@@ -76,6 +78,8 @@ def train_loop(
     ``warmup``: linear LR warm-up over that many iterations (official: GradualWarmupScheduler).
     ``plateau``: ``{"every": n, **ReduceLROnPlateau kwargs}``; every ``n`` iterations (an "epoch")
     the scheduler steps on the mean training loss of that epoch (CARE; there is no validation set).
+    ``scheduler(optimizer)``: builds any torch LR scheduler (StepLR, OneCycleLR, ...), stepped after
+    every iteration and checkpointed like the optimiser (RCAN, PSSR).
     ``meta``: anything that must match for a checkpoint to be resumed (e.g. the method params);
     a mismatch is an error rather than a silent resume of a different run.
     ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
@@ -85,7 +89,8 @@ def train_loop(
     checkpoint_path = Path(checkpoint_path)
     model.to(device)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
-    opt = _optimizer(model, optimizer, lr, adam_eps, weight_decay)
+    opt = _optimizer(model, optimizer, lr, adam_eps, betas, weight_decay)
+    sched = scheduler(opt) if scheduler is not None else None
     warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup)) if warmup else None
     plat = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{k: v for k, v in plateau.items() if k != "every"})
@@ -94,7 +99,7 @@ def train_loop(
     )
     amp_dtype = _amp_dtype(amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scaler": scaler}
+    parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scheduler": sched, "scaler": scaler}
     if ema is not None:
         parts["ema"] = ema.model
 
@@ -120,6 +125,8 @@ def train_loop(
             warm.step()
         if plat is not None and it % plateau["every"] == 0:
             plat.step(float(np.mean([h["loss"] for h in history[-plateau["every"] :]])))
+        if sched is not None:
+            sched.step()
         if it % checkpoint_every == 0 or it == iterations:
             _save(checkpoint_path, it, parts, sampler, history, meta, device)
         bar.update()
@@ -131,11 +138,12 @@ def train_loop(
     return TrainResult(model, ema.model if ema is not None else None, history)
 
 
-def _optimizer(model: nn.Module, name: str, lr: float, eps: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, name: str, lr: float, eps: float, betas, weight_decay: float) -> torch.optim.Optimizer:
+    kwargs = {"lr": lr, "eps": eps, "betas": tuple(betas), "weight_decay": weight_decay}
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
+        return torch.optim.Adam(model.parameters(), **kwargs)
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, eps=eps, weight_decay=weight_decay)
+        return torch.optim.AdamW(model.parameters(), **kwargs)
     raise ValueError(f"optimizer {name!r}: expected 'adam' or 'adamw'")
 
 

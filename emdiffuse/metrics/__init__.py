@@ -15,6 +15,7 @@ import numpy as np
 from .basic import psnr, ssim
 from .fsim import fsim
 from .lpips import lpips_distance
+from .resolution import resolution_ratio
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ METRICS: dict[str, Metric] = {
         Metric("SSIM", ssim, True, "structural similarity, Wang et al. 2004 settings"),
         Metric("LPIPS", lpips_distance, False, "learned perceptual distance, AlexNet v0.1 (Zhang et al. 2018)"),
         Metric("FSIM", fsim, True, "feature similarity, phase congruency + gradient (Zhang et al. 2011)"),
+        Metric("resolution_ratio", resolution_ratio, False, "decorrelation resolution pred / GT (Descloux 2019): 1 ideal, >1 blurrier, <1 noise or invented detail"),
     )
 }
 

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import torch
 
+from emdiffuse.models.baselines import PSSRMethod, RCANMethod
 from emdiffuse.models.methods import CAREMethod, EMDiffuseMethod, InputMethod, Method, read_checkpoint
 
 METHODS: dict[str, type[Method]] = {
     "input": InputMethod,
     "care": CAREMethod,
     "emdiffuse": EMDiffuseMethod,
+    "rcan": RCANMethod,
+    "pssr": PSSRMethod,
 }
 
 

@@ -23,6 +23,11 @@ wildcard_constraints:
     split="train|test",
 
 
+def task_factor(wildcards):
+    """Pixel-size ratio input / ground truth of a task's pairs (1 unless super-resolution)."""
+    return config["tasks"][wildcards.task]["pairs"].get("factor", 1)
+
+
 def task_outputs(task):
     """The table (CSV and Markdown) and the figure of one task."""
     return [

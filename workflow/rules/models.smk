@@ -7,6 +7,7 @@ rule train:
     params:
         method_params=method_params,
         seed=job_seed,
+        factor=task_factor,
     log:
         "logs/train/{task}/{dataset}/{method}.log",
     benchmark:

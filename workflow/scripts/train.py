@@ -11,5 +11,6 @@ train(
     snakemake.params.seed,
     snakemake.output.model,
     snakemake.output.history,
+    factor=snakemake.params.factor,
     threads=snakemake.threads,
 )

@@ -1,0 +1,241 @@
+"""The RCAN and PSSR baselines as workflow methods, each with its own published training recipe.
+
+Unlike CARE and EMDiffuse, both networks take the *low-resolution* input and upsample inside
+(RCAN's pixel-shuffle tail, PSSR's bilinear pre-upsampling), so patches and tiles are cut on the
+input grid. ``train.patch`` and ``predict.tile``/``overlap`` are still target-grid sizes, as for
+every method; they are divided by the scale here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emdiffuse.models.care import PercentileNormalizer, percentile_normalize
+from emdiffuse.models.methods import REQUIRED, Method
+from emdiffuse.models.pssr import PSSRUNet
+from emdiffuse.models.rcan import RCAN
+from emdiffuse.patches import PatchSampler
+from emdiffuse.predict import tiled_apply
+from emdiffuse.train import train_loop
+
+
+class LowResInputMethod(Method):
+    """Shared plumbing: the network is built once the scale is known (at fit or load), trained on
+    dihedrally augmented input-grid patches and applied tile by tile on the input grid."""
+
+    #: target-grid sizes must be multiples of this (PSSR: its encoder's stride 32)
+    target_multiple = 1
+
+    def _build(self):
+        self.net: nn.Module | None = None
+
+    def _network(self) -> nn.Module:
+        """A fresh network for ``self.scale``."""
+        raise NotImplementedError
+
+    def _percentiles(self) -> tuple[float, float] | None:
+        """Per-image percentile normalisation of inputs and targets, or None."""
+        return None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _new_network(self) -> None:
+        torch.manual_seed(self.seed)  # the initial weights depend on the seed only
+        self.net = self._network().to(self.device)
+
+    def _step(self) -> int:
+        """Granularity of target-grid sizes: a whole number of input pixels and of the network's stride."""
+        return math.lcm(self.scale, self.target_multiple)
+
+    def _input_size(self, size: int, key: str) -> int:
+        if size % self._step():
+            raise ValueError(f"{self.name}.{key}: {size} must be a multiple of {self._step()} (scale {self.scale})")
+        return size // self.scale
+
+    def _normalized(self, inputs, targets):
+        if self._percentiles() is None:
+            return inputs, targets
+        pmin, pmax = self._percentiles()
+        return tuple(np.stack([percentile_normalize(a, pmin, pmax)[0] for a in arr]) for arr in (inputs, targets))
+
+    def _sampler(self, x, y) -> PatchSampler:
+        patch = self._input_size(self._train_value("patch"), "train.patch")
+        return PatchSampler(x, y, patch, self._train_value("batch_size"), self.seed, augment=True)
+
+    def _train_value(self, key: str):
+        """``params.train[key]``; RCAN fills unset (None) values from its variant."""
+        return self.params["train"][key]
+
+    def _state(self):
+        return {"net": self.net.state_dict()}
+
+    def _load_state(self, state):
+        self._new_network()
+        self.net.load_state_dict(state["net"])
+        self.net.eval()
+
+    def _predict(self, inputs, seed, progress):
+        p = self.params["predict"]
+        tile, overlap = self._input_size(p["tile"], "predict.tile"), p["overlap"] // self.scale
+        normalizer = PercentileNormalizer(*self._percentiles()) if self._percentiles() else None
+        self.net.eval()
+        preds = []
+        for image in inputs:
+            x, lo_hi = normalizer.before(image) if normalizer else (image, None)
+            y = tiled_apply(lambda t: self._forward(t.to(self.device)), x, tile=tile, overlap=overlap,
+                            batch=p["batch"], scale=self.scale, multiple=self._step() // self.scale,
+                            progress=progress)[0]
+            preds.append(normalizer.after(y, lo_hi) if normalizer else y)
+        return {"prediction": np.stack(preds)}
+
+
+#: published settings of the two RCAN variants; ``None`` model/train params take these values
+RCAN_VARIANTS = {
+    # 3D-RCAN in 2D (rcan/model.py, train.py): 300 epochs x 256 steps at batch 1 (one GPU), lr halved
+    # every 75 epochs; per-image percentile normalisation, x -> 2x - 1 inside the net, Keras init
+    "denoise": {
+        "model": {"n_resgroups": 5, "n_resblocks": 3, "n_feats": 32, "reduction": 8},
+        "train": {"batch_size": 1, "patch": 256, "lr_step": 75 * 256},
+        "net": {"data_mean": 0.5, "data_range": 2.0, "glorot_init": True},
+        "mean_from_data": False, "percentiles": True,
+    },
+    # original RCAN (option.py): batch 16, HR patch 96 (the README's x2 runs), lr halved every
+    # 200 epochs of 1000 batches; [0, 255] minus the data mean (MeanShift), PyTorch init
+    "superres": {
+        "model": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16},
+        "train": {"batch_size": 16, "patch": 96, "lr_step": 200_000},
+        "net": {"data_range": 255.0, "glorot_init": False},
+        "mean_from_data": True, "percentiles": False,
+    },
+}
+
+
+class RCANMethod(LowResInputMethod):
+    """RCAN: L1 loss, Adam lr 1e-4 (0.9, 0.999, eps 1e-8), lr halved every ``train.lr_step``
+    iterations, flips/rot90 augmentation. ``variant: auto`` picks ``denoise`` (3D-RCAN in 2D) for
+    scale-1 pairs and ``superres`` (original RCAN with its x``scale`` tail) otherwise; any model or
+    train value left at None comes from the variant (see ``RCAN_VARIANTS``). ``normalize``:
+    3D-RCAN's per-image percentiles, used by the denoise variant only (at prediction the output
+    is mapped back to the input's range, as CARE). The superres variant's mean is that of the
+    training targets (RCAN subtracts the DIV2K mean).
+
+    Deviations: no validation-based checkpoint selection; no 3D-RCAN foreground-patch filter.
+    """
+
+    name = "rcan"
+    DEFAULTS = {
+        "variant": "auto",
+        "model": {"n_resgroups": None, "n_resblocks": None, "n_feats": None, "reduction": None, "res_scale": 1.0},
+        "train": {"iterations": REQUIRED, "batch_size": None, "patch": None, "lr": 1e-4, "lr_step": None,
+                  "checkpoint_every": 1000},
+        "normalize": {"pmin": 2.0, "pmax": 99.9},
+        "predict": {"tile": 256, "overlap": 32, "batch": 4},
+    }
+
+    def _build(self):
+        if self.params["variant"] not in ("auto", *RCAN_VARIANTS):
+            raise ValueError(f"rcan.variant: {self.params['variant']!r} is not one of {['auto', *RCAN_VARIANTS]}")
+        super()._build()
+
+    def _variant(self) -> dict:
+        name = self.params["variant"]
+        return RCAN_VARIANTS[name if name != "auto" else "denoise" if self.scale == 1 else "superres"]
+
+    def _network(self):
+        v = self._variant()
+        model = {k: v["model"][k] if value is None else value for k, value in self.params["model"].items()}
+        return RCAN(**model, scale=self.scale, **v["net"])
+
+    def _train_value(self, key):
+        value = self.params["train"][key]
+        return self._variant()["train"][key] if value is None else value
+
+    def _percentiles(self):
+        n = self.params["normalize"]
+        return (n["pmin"], n["pmax"]) if self._variant()["percentiles"] else None
+
+    def _fit(self, inputs, targets, checkpoint_path, progress, log):
+        t, lr_step = self.params["train"], self._train_value("lr_step")
+        x, y = self._normalized(inputs, targets)
+        self._new_network()
+        if self._variant()["mean_from_data"]:
+            self.net.data_mean.fill_(float(y.mean()))
+        result = train_loop(
+            self.net, lambda batch: F.l1_loss(self.net(batch[0]), batch[1]), self._sampler(x, y),
+            iterations=t["iterations"], lr=t["lr"],
+            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, lr_step, gamma=0.5),
+            checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
+            seed=self.seed, meta=self._meta(inputs, targets), progress=progress, log=log)
+        return result.history
+
+
+class PSSRMethod(LowResInputMethod):
+    """PSSR as trained by ``BPHO-Salk/PSSR`` ``train.py`` with fastai v1 defaults: MSE on mean/std
+    normalised x and y, AdamW (betas 0.9/0.99, decoupled wd 1e-3), ``fit_one_cycle`` = OneCycleLR
+    (max lr 4e-4 from the README, div 25, pct 0.3, cosine, final lr max/25e4, beta1 cycled
+    0.95 -> 0.85 -> 0.95), dihedral augmentation, batch 8, optional mixed precision.
+
+    Deviations: the normalisation statistics are those of all training inputs (fastai takes one
+    batch); no rotate/zoom augmentation; patch 256 (PSSR: 512 HR tiles) so 256-px denoising pairs
+    fit. One cycle spans ``train.iterations``, so a longer run is a different run (not a resume).
+    """
+
+    name = "pssr"
+    target_multiple = 32
+    DEFAULTS = {
+        "model": {"width_mult": 1.0, "blur": True, "self_attention": True},
+        "train": {"iterations": REQUIRED, "batch_size": 8, "patch": 256, "max_lr": 4e-4, "div_factor": 25.0,
+                  "pct_start": 0.3, "weight_decay": 1e-3, "checkpoint_every": 1000, "amp": False},
+        "predict": {"tile": 256, "overlap": 32, "batch": 4},
+    }
+
+    def _build(self):
+        if self.params["train"]["batch_size"] < 2:
+            raise ValueError("pssr.train.batch_size: must be >= 2 (BatchNorm on the 1x1 bottleneck needs a batch)")
+        super()._build()
+        self.stats = (0.0, 1.0)  # mean, std of the training inputs
+
+    def _network(self):
+        return PSSRUNet(self.scale, **self.params["model"])
+
+    def _forward(self, x):
+        mean, std = self.stats
+        return self.net((x - mean) / std) * std + mean
+
+    def _meta(self, inputs, targets):
+        meta = super()._meta(inputs, targets)
+        meta["params"]["train"]["iterations"] = self.params["train"]["iterations"]
+        return meta
+
+    def _fit(self, inputs, targets, checkpoint_path, progress, log):
+        t = self.params["train"]
+        self.stats = (float(inputs.mean()), float(inputs.std()) or 1.0)
+        mean, std = self.stats
+        self._new_network()
+
+        def one_cycle(opt):
+            return torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=t["max_lr"], total_steps=t["iterations"], pct_start=t["pct_start"],
+                div_factor=t["div_factor"], final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
+
+        result = train_loop(
+            self.net, lambda batch: F.mse_loss(self.net(batch[0]), batch[1]),
+            self._sampler((inputs - mean) / std, (targets - mean) / std), iterations=t["iterations"],
+            lr=t["max_lr"], optimizer="adamw", betas=(0.9, 0.99), weight_decay=t["weight_decay"],
+            scheduler=one_cycle, checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
+            device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
+            progress=progress, log=log)
+        return result.history
+
+    def _state(self):
+        return {**super()._state(), "stats": list(self.stats)}
+
+    def _load_state(self, state):
+        self.stats = tuple(state["stats"])
+        super()._load_state(state)

@@ -1,0 +1,219 @@
+"""Volumes for isotropic reconstruction: the output z grid, z interpolation, chunked processing, I/O.
+
+Output grid (shared by every volume method and by evaluation). An anisotropic stack of ``Z``
+sections with axial factor ``z`` (``degrade.anisotropic``) has section k centred at isotropic
+z = p_k = k*z + (z-1)/2. A reconstruction holds the isotropic slices (integer z) from the first
+to the last section centre, ``output_positions(Z, z)``: ``ceil(p_0) .. floor(p_{Z-1})``, i.e.
+``(Z-1)*z + 1`` slices for odd z (including the slices at the section centres: a section is the
+mean of z slices, not the slice at its centre, so those are predicted too) and ``(Z-1)*z`` for
+even z (the centres fall between slices). No extrapolation beyond the outer sections. The ground
+truth for evaluation is ``isotropic[output_positions(Z, z)]``, always whole slices.
+
+Each output slice q belongs to the pair of sections (k, k+1) that brackets it
+(``pair_offsets``), at ``offset = q - p_k`` isotropic slices from the lower one; the last pair also
+owns q = p_{Z-1}. Pair-local methods (linear, vEMDiffuse) are therefore exactly chunkable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from emdiffuse.data.degrade import anisotropic, anisotropic_positions
+from emdiffuse.io import read_image, write_tiff, write_zarr
+from emdiffuse.predict import tiled_apply
+
+_FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
+
+
+def make_anisotropic(volume: np.ndarray, z_factor: int, section_profile: str = "box") -> np.ndarray:
+    """Thick sections from an isotropic volume (``degrade.anisotropic``; trailing slices dropped)."""
+    return anisotropic(volume, z_factor, section_profile=section_profile)
+
+
+def section_positions(n_sections: int, z_factor: int) -> np.ndarray:
+    """Isotropic z of each section centre: k*z + (z-1)/2."""
+    return anisotropic_positions(n_sections * z_factor, z_factor)
+
+
+def output_positions(n_sections: int, z_factor: int) -> np.ndarray:
+    """Isotropic slice indices a reconstruction of ``n_sections`` sections covers (module docstring)."""
+    _check_factor(z_factor)
+    if n_sections < 2:
+        raise ValueError(f"need at least 2 sections to interpolate between, got {n_sections}")
+    p = section_positions(n_sections, z_factor)
+    return np.arange(math.ceil(p[0]), math.floor(p[-1]) + 1)
+
+
+def pair_offsets(n_sections: int, z_factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output slice: the lower section k of its bracketing pair and its offset q - p_k."""
+    q = output_positions(n_sections, z_factor)
+    p = section_positions(n_sections, z_factor)
+    k = np.minimum((q - p[0]) // z_factor, n_sections - 2).astype(int)
+    return k, q - p[k]
+
+
+def interpolate_z(stack: np.ndarray, z_factor: int, positions: np.ndarray, kind: str) -> np.ndarray:
+    """Sections (Z, y, x) evaluated at isotropic ``positions`` (clamped to the outer section centres).
+
+    ``linear``: between the two bracketing sections. ``cubic``: Keys cubic convolution (a = -0.5,
+    Catmull-Rom), the local cubic of image resizers, on the four nearest sections; beyond the ends
+    the missing neighbour is extrapolated linearly (2 s_0 - s_1), so z-linear signals stay exact.
+    Being local, both give identical results on any chunking with one section of context.
+    """
+    if kind not in ("linear", "cubic"):
+        raise ValueError(f"interpolation kind must be 'linear' or 'cubic', got {kind!r}")
+    stack = np.asarray(stack, np.float32)
+    n = len(stack)
+    if n < 2:
+        raise ValueError(f"need at least 2 sections to interpolate between, got {n}")
+    p = section_positions(n, z_factor)
+    u = (np.clip(positions, p[0], p[-1]) - p[0]) / z_factor  # in section units
+    k = np.minimum(np.floor(u).astype(int), n - 2)
+    t = (u - k).astype(np.float32)
+    if kind == "linear":
+        return np.stack([(1 - ti) * stack[ki] + ti * stack[ki + 1] for ki, ti in zip(k, t)])
+    ghost = np.concatenate([2 * stack[:1] - stack[1:2], stack, 2 * stack[-1:] - stack[-2:-1]])
+    return np.stack([np.tensordot(_keys_weights(ti), ghost[ki : ki + 4], axes=1) for ki, ti in zip(k, t)])
+
+
+def _keys_weights(t: float) -> np.ndarray:
+    """Catmull-Rom weights of samples at -1, 0, 1, 2 for a point at t in [0, 1]."""
+    t2, t3 = t * t, t * t * t
+    return np.array([-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1,
+                     -1.5 * t3 + 2 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2], np.float32)
+
+
+def process_in_chunks(
+    fn: Callable[[np.ndarray, int], dict[str, np.ndarray]],
+    anisotropic: np.ndarray,
+    chunk: int,
+    z_factor: int,
+    context: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run ``fn(sections, start)`` on overlapping runs of at most ``chunk`` sections and stitch.
+
+    ``fn`` gets sections ``start .. start + n - 1`` (a sub-stack, plus ``context`` extra sections
+    each side where the volume has them) and returns arrays on ``output_positions(n, z)`` of
+    that sub-stack; ``start`` is the global index of its first section (for seeds). Neighbouring
+    runs share their boundary section, so every pair is processed exactly once; a depth that is
+    not a multiple of ``chunk`` just gives a shorter last run. Memory is bounded by the chunk.
+    """
+    _check_factor(z_factor)
+    n = len(anisotropic)
+    if chunk < 2:
+        raise ValueError(f"chunk must be >= 2 sections (one pair), got {chunk}")
+    q_all = output_positions(n, z_factor)
+    bounds = list(range(0, n - 1, chunk - 1)) + [n - 1]
+    pieces: dict[str, list[np.ndarray]] = {}
+    for a, b in tqdm(list(zip(bounds[:-1], bounds[1:])), disable=not progress, desc="z chunks",
+                     dynamic_ncols=True):
+        lo, hi = max(a - context, 0), min(b + context, n - 1)
+        out = fn(anisotropic[lo : hi + 1], lo)
+        q = output_positions(hi - lo + 1, z_factor) + lo * z_factor
+        end = q_all[-1] + 1 if b == n - 1 else q_all[0] + (b * z_factor)  # next run owns p_b
+        keep = (q >= q_all[0] + a * z_factor) & (q < end)
+        for key, value in out.items():
+            if len(value) != len(q):
+                raise ValueError(f"chunk function returned {len(value)} slices for '{key}', expected {len(q)}")
+            pieces.setdefault(key, []).append(value[keep])
+    return {key: np.concatenate(v) for key, v in pieces.items()}
+
+
+def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndarray, **tiling) -> np.ndarray:
+    """``predict.tiled_apply`` for a multi-channel image (C, H, W): fn maps (B, C, th, tw) -> (B, C', th, tw).
+
+    tiled_apply tiles one channel, so it is given the image of flat pixel indices and the tiles of
+    ``stack`` are gathered from them (reflection padding included); blending is tiled_apply's own.
+    """
+    c, h, w = stack.shape
+    if h * w > _FLOAT32_EXACT:
+        raise ValueError(f"lateral size {h}x{w} exceeds {_FLOAT32_EXACT} pixels; crop the volume laterally")
+    index = np.arange(h * w, dtype=np.float32).reshape(h, w)
+
+    def gather(tiles: torch.Tensor) -> torch.Tensor:
+        flat = tiles[:, 0].round().long().numpy()
+        return fn(torch.from_numpy(np.ascontiguousarray(stack[:, flat // w, flat % w].transpose(1, 0, 2, 3))))
+
+    return tiled_apply(gather, index, **tiling)
+
+
+def plane_views(volume: np.ndarray) -> dict[str, np.ndarray]:
+    """The volume as stacks of 2D planes for per-plane metrics: xy (z, y, x), xz (y, z, x), yz (x, z, y).
+
+    Views, not copies. XZ/YZ planes show the axial resolution that a reconstruction restores.
+    """
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3D (z, y, x), got shape {volume.shape}")
+    return {"xy": volume, "xz": volume.transpose(1, 0, 2), "yz": volume.transpose(2, 0, 1)}
+
+
+def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """A (z, y, x) float32 volume and its voxel size (nm) from a TIFF stack, a Zarr array or an OME-Zarr."""
+    path = Path(path)
+    if path.suffix.lower() == ".zarr" and (path / ".zattrs").exists():
+        attrs = json.loads((path / ".zattrs").read_text())
+        if "multiscales" in attrs:
+            ms = attrs["multiscales"][0]
+            array, _ = read_image(path / ms["datasets"][0]["path"])
+            scale = next(t["scale"] for t in ms["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
+            return _volume(array, path), tuple(float(s) for s in scale)
+    array, voxel = read_image(path)
+    return _volume(array, path), voxel
+
+
+def _volume(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 3:
+        raise ValueError(f"{path}: expected a (z, y, x) volume, got shape {array.shape}")
+    return array.astype(np.float32, copy=False)
+
+
+def write_volume(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[float, float, float] | None) -> None:
+    """Write a (z, y, x) volume: ``.tif``/``.tiff`` as an ImageJ stack, ``.zarr`` as OME-Zarr (v0.4,
+    one scale level, ``multiscales`` with the voxel size in nanometres); both atomic."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"{path}: expected a (z, y, x) volume, got shape {volume.shape}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        write_tiff(path, volume, voxel_nm)
+    elif suffix == ".zarr":
+        _write_ome_zarr(path, volume, voxel_nm)
+    else:
+        raise ValueError(f"{path}: unsupported volume format '{suffix}'; expected .tif, .tiff or .zarr")
+
+
+def _write_ome_zarr(path: Path, volume: np.ndarray, voxel_nm) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write_zarr(tmp / "0", volume, voxel_nm)
+        scale = [float(v) for v in voxel_nm] if voxel_nm is not None else [1.0, 1.0, 1.0]
+        multiscales = [{
+            "version": "0.4", "name": path.stem,
+            "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        }]
+        (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        (tmp / ".zattrs").write_text(json.dumps({"multiscales": multiscales}))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_factor(z_factor: int) -> None:
+    if not isinstance(z_factor, (int, np.integer)) or z_factor < 2:
+        raise ValueError(f"z_factor must be an int >= 2, got {z_factor!r}")

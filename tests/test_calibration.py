@@ -1,0 +1,80 @@
+"""Reliability score, flagging and the calibration table/figure on synthetic scores and errors."""
+
+import numpy as np
+import pytest
+
+from emdiffuse.metrics.calibration import (
+    PAPER_THRESHOLD, calibration_table, flag_unreliable, reliability_score,
+)
+from emdiffuse.plots.calibration import calibration_figure
+
+
+def test_reliability_score_is_99th_percentile():
+    uncertainty = np.linspace(0.0, 1.0, 10000).reshape(100, 100)
+    assert reliability_score(uncertainty) == pytest.approx(0.99)
+    assert reliability_score(np.zeros((8, 8))) == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        reliability_score(np.full((4, 4), np.nan))
+
+
+def test_flag_is_strictly_above_threshold():
+    np.testing.assert_array_equal(flag_unreliable([0.05, PAPER_THRESHOLD, 0.2]), [False, False, True])
+
+
+def synthetic(correlated: bool, n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0.02, 0.25, n)
+    errors = scores + rng.normal(0, 0.01, n) if correlated else rng.uniform(0.02, 0.25, n)
+    return scores, errors
+
+
+def test_correlated_scores_catch_bad_predictions():
+    scores, errors = synthetic(correlated=True)
+    bad_error = np.quantile(errors, 0.8)
+    table = calibration_table(scores, errors, threshold=0.12, bad_error=bad_error)
+    assert table["spearman"] > 0.95
+    assert table["bad_share"] == pytest.approx(0.2)
+    assert table["flagged_share"] == pytest.approx(np.mean(scores > 0.12))
+    # a low threshold flags ~60%: every bad image caught, a third of the flagged ones are bad
+    assert table["recall"] == 1.0 and table["precision"] == pytest.approx(0.2 / table["flagged_share"])
+    tight = calibration_table(scores, errors, threshold=np.quantile(scores, 0.8), bad_error=bad_error)
+    assert tight["recall"] > 0.85 and tight["precision"] > 0.85
+    sweep = table["sweep"]
+    assert len(sweep["threshold"]) == len(scores)
+    assert np.all(np.diff(sweep["recall"]) <= 0)  # raising the threshold never catches more
+    assert np.all(np.diff(sweep["flagged_share"]) <= 0)
+
+
+def test_random_scores_catch_at_chance():
+    scores, errors = synthetic(correlated=False)
+    table = calibration_table(scores, errors, threshold=0.12, bad_error=np.quantile(errors, 0.8))
+    assert abs(table["spearman"]) < 0.15
+    assert table["precision"] == pytest.approx(0.2, abs=0.08)  # = the share of bad images
+    assert table["recall"] == pytest.approx(table["flagged_share"], abs=0.12)
+
+
+def test_edge_cases_are_defined():
+    scores, errors = synthetic(correlated=True, n=20)
+    no_bad = calibration_table(scores, errors, threshold=0.12, bad_error=1.0)
+    assert no_bad["bad_share"] == 0.0 and np.isnan(no_bad["recall"]) and no_bad["precision"] == 0.0
+    all_flagged = calibration_table(scores, errors, threshold=0.0, bad_error=0.1)
+    assert all_flagged["flagged_share"] == 1.0 and all_flagged["recall"] == 1.0
+    none_flagged = calibration_table(scores, errors, threshold=1.0, bad_error=0.1)
+    assert none_flagged["recall"] == 0.0 and np.isnan(none_flagged["precision"])
+    constant = calibration_table(np.full(5, 0.1), errors[:5], threshold=0.12, bad_error=0.1)
+    assert np.isnan(constant["spearman"]) and len(constant["sweep"]["threshold"]) == 1
+    single = calibration_table([0.3], [0.5], threshold=0.12, bad_error=0.1)
+    assert single["recall"] == 1.0 and np.isnan(single["spearman"])
+    with pytest.raises(ValueError, match="equal-length"):
+        calibration_table(scores, errors[:-1], 0.12, 0.1)
+
+
+def test_calibration_figure_written(tmp_path):
+    scores, errors = synthetic(correlated=True, n=60)
+    labels = np.repeat(["low", "mid", "high"], 20)
+    path = tmp_path / "figs" / "calibration.png"
+    table = calibration_figure(str(path), scores, errors, 0.12, np.quantile(errors, 0.8), labels=labels)
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:4] == b"\x89PNG"
+    assert table["n"] == 60
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    calibration_figure(str(tmp_path / "no_bad.png"), scores, errors, 0.12, 10.0)  # nan recall in the title

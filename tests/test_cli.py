@@ -1,0 +1,79 @@
+"""`emdiffuse predict` on a user's TIFF and Zarr files, and on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emdiffuse.cli import main
+from emdiffuse.io import read_tiff, read_zarr, write_tiff, write_zarr
+from emdiffuse.models.registry import build_method
+
+PARAMS = {
+    "model": {"preset": "tiny"},
+    "train": {"iterations": 2, "batch_size": 2, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9},
+    "sample": {"sampler": "ddim", "steps": 2, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("model")
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32)).astype(np.float32)
+    method = build_method("emdiffuse", PARAMS, device=torch.device("cpu"), seed=0)
+    method.fit(x, x, checkpoint_path=root / "ckpt.pt", progress=False)
+    method.save(root / "model.pt")
+    return root / "model.pt"
+
+
+def test_predict_tiff_stack_writes_prediction_uncertainty_and_report(model_path, tmp_path):
+    stack = (np.random.default_rng(1).random((2, 40, 36)) * 255).astype(np.uint8)
+    write_tiff(tmp_path / "in.tif", stack, voxel_nm=(30.0, 4.0, 4.0))
+    out = tmp_path / "out.tif"
+    assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.tif"), "--output", str(out),
+                 "--steps", "2", "--samples", "2"]) == 0
+    pred, voxel = read_tiff(out)
+    assert pred.shape == stack.shape and voxel == pytest.approx((30.0, 4.0, 4.0))
+    unc, _ = read_tiff(tmp_path / "out_uncertainty.tif")
+    assert unc.shape == stack.shape and (unc >= 0).all()
+    report = json.loads((tmp_path / "out_reliability.json").read_text())
+    assert len(report["reliability"]) == 2 and report["threshold"] == 0.12
+    assert report["reliability"][0] == pytest.approx(np.percentile(unc[0], 99), rel=1e-5)
+
+
+def test_predict_zarr_image(model_path, tmp_path):
+    image = np.random.default_rng(2).random((32, 48)).astype(np.float32) * 1000
+    write_zarr(tmp_path / "in.zarr", image, voxel_nm=(5.0, 5.0))
+    assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.zarr"),
+                 "--output", str(tmp_path / "out.zarr"), "--samples", "2"]) == 0
+    pred, voxel = read_zarr(tmp_path / "out.zarr")
+    assert pred.shape == image.shape and voxel == (5.0, 5.0)
+    assert 0.0 <= pred.min() and pred.max() <= 1.0
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("bad.tif", b"this is not a tiff", "not a readable TIFF"),
+    ("image.png", b"\x89PNG", "unsupported format '.png'"),
+    ("missing.tif", None, "no such file"),
+])
+def test_bad_input_gives_a_clear_error(model_path, tmp_path, capsys, name, content, words):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["predict", "--model", str(model_path), "--input", str(path), "--output",
+                 str(tmp_path / "o.tif")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and str(path) in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_bad_model_file_gives_a_clear_error(tmp_path, capsys):
+    (tmp_path / "m.pt").write_bytes(b"garbage")
+    write_tiff(tmp_path / "in.tif", np.zeros((32, 32), np.uint8))
+    assert main(["predict", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "o.tif")]) == 2
+    assert "not a readable method checkpoint" in capsys.readouterr().err
