@@ -58,7 +58,13 @@ def percentile_normalize(volume: np.ndarray, pmin: float, pmax: float) -> np.nda
     return np.clip((volume.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
-KINDS: dict[str, Callable[[str, dict, int], Prepared]] = {"phantom": _phantom, "tiff": _tiff}
+def _kinds() -> dict[str, Callable[[str, dict, int], Prepared]]:
+    from .sources import SOURCE_KINDS
+
+    return {"phantom": _phantom, "tiff": _tiff, **SOURCE_KINDS}
+
+
+KINDS = _kinds()
 
 
 def prepare(name: str, entry: dict, seed: int) -> Prepared:

@@ -17,6 +17,18 @@ from .io import load_npz, save_npz, write_text
 PAIR_KEYS = ("inputs", "targets", "level", "level_name")
 
 
+def fetch_dataset(name: str, entry: dict, cache_dir: str, manifest_path: str) -> None:
+    """Download (or read by region) a remote dataset into its cache; list what was cached."""
+    import json
+
+    from .sources import FETCHERS
+
+    paths = FETCHERS[entry["kind"]](name, entry, Path(cache_dir))
+    paths = paths if isinstance(paths, (list, tuple)) else [paths]
+    write_text(manifest_path, json.dumps({"dataset": name, "kind": entry["kind"],
+                                          "files": [str(p) for p in paths]}, indent=2, default=str))
+
+
 def prepare_dataset(name: str, entry: dict, seed: int, volume_path: str, labels_path: str) -> None:
     from .datasets import prepare, save_prepared
 
@@ -85,20 +97,22 @@ def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
 
 
 def evaluate(task: str, dataset: str, method: str, predictions_path: str, pairs_path: str,
-             metrics: list[str], out_path: str) -> None:
+             metrics: list[str], out_path: str, *, threshold: float) -> None:
+    """Per-image metrics; for stochastic methods also the reliability score and its flag."""
     from .io import atomic_path
     from .tables import evaluate_images
 
     pred = load_npz(predictions_path, required=("prediction",))
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     rows = evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"],
-                           metrics, task=task, dataset=dataset, method=method)
+                           metrics, task=task, dataset=dataset, method=method,
+                           uncertainty=pred.get("uncertainty"), threshold=threshold)
     with atomic_path(out_path) as tmp:
         rows.to_csv(tmp, index=False)
 
 
 def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[str],
-          budgets: dict[str, str], csv_path: str, md_path: str) -> None:
+          budgets: dict[str, str], csv_path: str, md_path: str, *, threshold: float) -> None:
     from .io import atomic_path
     from .tables import summarize, to_markdown
 
@@ -106,7 +120,40 @@ def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[s
     summary = summarize(rows, metrics, methods)
     with atomic_path(csv_path) as tmp:
         summary.to_csv(tmp, index=False)
-    write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets))
+    write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets,
+                                    threshold=threshold))
+
+
+def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: str, md_path: str,
+                png_path: str, *, error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> None:
+    """Does the reliability score flag the worst predictions? Per-image error against score.
+
+    A prediction counts as bad when its error is in the worst ``1 - bad_quantile`` of the task's
+    images; the table says which share of those the threshold catches.
+    """
+    from .io import atomic_path
+    from .metrics import METRICS
+    from .plots.calibration import calibration_figure
+
+    rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
+    if error_metric not in rows:
+        raise ConfigError(f"tasks.{task}.metrics: the calibration needs {error_metric} per image")
+    rows = rows[np.isfinite(rows[error_metric]) & rows["reliability"].notna()]
+    sign = -1.0 if METRICS[error_metric].higher_is_better else 1.0  # error: higher is worse
+    errors = sign * rows[error_metric].to_numpy(dtype=np.float64)
+    bad_error = float(np.quantile(errors, bad_quantile))
+    result = calibration_figure(png_path, rows["reliability"].to_numpy(), errors, threshold, bad_error,
+                                labels=rows["level_name"].to_numpy(), error_name=error_metric)
+    summary = {k: result[k] for k in ("n", "threshold", "bad_error", "spearman", "bad_share", "flagged_share",
+                                      "recall", "precision")}
+    with atomic_path(csv_path) as tmp:
+        pd.DataFrame([summary]).to_csv(tmp, index=False)
+    lines = [f"# {task}: reliability self-assessment", "",
+             f"Per-image {error_metric} against the reliability score (99th percentile of the K-sample std map) "
+             f"over {summary['n']} test images; bad = {error_metric} worse than its {bad_quantile:.0%} quantile "
+             f"({bad_error:.4f}).", "", "| quantity | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items()]
+    write_text(md_path, "\n".join(lines) + "\n")
 
 
 def figure(task: str, predictions: dict[str, str], pairs_path: str, figure_cfg: dict, out_path: str) -> None:

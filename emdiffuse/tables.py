@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS, compute
+from .metrics.calibration import PAPER_THRESHOLD, flag_unreliable, reliability_score
 
 ID_COLUMNS = ["task", "dataset", "method", "image", "level", "level_name"]
 
@@ -17,8 +18,10 @@ ID_COLUMNS = ["task", "dataset", "method", "image", "level", "level_name"]
 def evaluate_images(
     predictions: np.ndarray, targets: np.ndarray, level: np.ndarray, level_name: np.ndarray,
     metrics: list[str], *, task: str, dataset: str, method: str,
+    uncertainty: np.ndarray | None = None, threshold: float = PAPER_THRESHOLD,
 ) -> pd.DataFrame:
-    """One row per test image with every requested metric."""
+    """One row per test image with every requested metric; with an uncertainty map, also the
+    image's reliability score and whether it is flagged unreliable (score above ``threshold``)."""
     if predictions.shape != targets.shape:
         raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} differ in shape")
     rows = []
@@ -26,6 +29,9 @@ def evaluate_images(
         row = {"task": task, "dataset": dataset, "method": method, "image": i,
                "level": int(level[i]), "level_name": str(level_name[level[i]])}
         row.update(compute(metrics, pred, gt))
+        if uncertainty is not None:
+            score = reliability_score(uncertainty[i])
+            row.update(reliability=score, unreliable=bool(flag_unreliable(score, threshold)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -41,6 +47,17 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> tu
     return float(low), float(high)
 
 
+def _stats(metric: str, values: np.ndarray) -> dict[str, float]:
+    """Mean, std and bootstrap CI over the finite values (a metric may be undefined on an image,
+    e.g. the resolution of a structureless crop); ``<metric>_undefined`` counts the others."""
+    finite = values[np.isfinite(values)]
+    low, high = bootstrap_ci(finite)
+    return {f"{metric}_mean": finite.mean() if len(finite) else float("nan"),
+            f"{metric}_std": finite.std(ddof=1) if len(finite) > 1 else 0.0,
+            f"{metric}_ci_low": low, f"{metric}_ci_high": high,
+            f"{metric}_undefined": int(len(values) - len(finite))}
+
+
 def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.DataFrame:
     """Mean, std, bootstrap 95% CI and count per (dataset, level, method); level 'all' pools levels."""
     pooled = rows.assign(level_name="all")
@@ -49,10 +66,10 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
         for (dataset, level_name, method), group in frame.groupby(["dataset", "level_name", "method"], sort=False):
             rec = {"dataset": dataset, "level": level_name, "method": method, "n": len(group)}
             for m in metrics:
-                vals = group[m].to_numpy(dtype=np.float64)
-                low, high = bootstrap_ci(vals)
-                rec.update({f"{m}_mean": vals.mean(), f"{m}_std": vals.std(ddof=1) if len(vals) > 1 else 0.0,
-                            f"{m}_ci_low": low, f"{m}_ci_high": high})
+                rec.update(_stats(m, group[m].to_numpy(dtype=np.float64)))
+            if "reliability" in group and group["reliability"].notna().any():
+                rec.update(reliability_mean=group["reliability"].mean(),
+                           unreliable_n=int(group["unreliable"].astype(bool).sum()))
             records.append(rec)
     table = pd.DataFrame(records)
     order = {m: i for i, m in enumerate(methods)}
@@ -62,26 +79,40 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
     return table.sort_values(["dataset", "_l", "_m"]).drop(columns=["_l", "_m"]).reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str]) -> str:
+def _cell(r: pd.Series, m: str, best: float) -> str:
+    cell = f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
+    if np.isfinite(r[f"{m}_ci_low"]):
+        cell += f" [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]"
+    if r["method"] != "input" and np.isclose(r[f"{m}_mean"], best):
+        cell = f"**{cell}**"
+    if r.get(f"{m}_undefined", 0):
+        cell += f" ({int(r[f'{m}_undefined'])} undefined)"
+    return cell
+
+
+def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str],
+                threshold: float = PAPER_THRESHOLD) -> str:
     """A readable table: mean ± std [95% CI] per metric, best value per block in bold."""
-    arrows = {m: ("↑" if METRICS[m].higher_is_better else "↓") for m in metrics}
-    header = ["dataset", "level", "method", "n"] + [f"{m} {arrows[m]}" for m in metrics]
+    reliability = "reliability_mean" in table
+    header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
+    header += ["reliability (flagged)"] if reliability else []
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, block in table.groupby(["dataset", "level"], sort=False):
-        best = {m: (block[f"{m}_mean"].max() if METRICS[m].higher_is_better else block[f"{m}_mean"].min())
-                for m in metrics}
+        learned = block[block["method"] != "input"]
+        best = {m: METRICS[m].best(learned[f"{m}_mean"]) if len(learned) else np.nan for m in metrics}
         for _, r in block.iterrows():
             cells = [r["dataset"], r["level"], r["method"], str(int(r["n"]))]
-            for m in metrics:
-                cell = f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
-                if np.isfinite(r[f"{m}_ci_low"]):
-                    cell += f" [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]"
-                if r["method"] != "input" and np.isclose(r[f"{m}_mean"], best[m]):
-                    cell = f"**{cell}**"
-                cells.append(cell)
+            cells += [_cell(r, m, best[m]) for m in metrics]
+            if reliability:
+                cells.append(f"{r['reliability_mean']:.3f} ({int(r['unreliable_n'])}/{int(r['n'])})"
+                             if np.isfinite(r.get("reliability_mean", np.nan)) else "—")
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels.",
-              "", "Budgets:", ""]
+    lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels;",
+              "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
+    if reliability:
+        lines += [f"Reliability: 99th percentile of the K-sample std map in [0, 1] units, mean over images; "
+                  f"(flagged): images above the threshold {threshold:g}."]
+    lines += ["", "Budgets:", ""]
     lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
     return "\n".join(lines) + "\n"
 

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
-from emdiffuse.io import read_image, write_tiff, write_zarr
+from emdiffuse.io import read_image, read_zarr, write_tiff, write_zarr
 from emdiffuse.predict import tiled_apply
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
@@ -60,6 +60,13 @@ def pair_offsets(n_sections: int, z_factor: int) -> tuple[np.ndarray, np.ndarray
     p = section_positions(n_sections, z_factor)
     k = np.minimum((q - p[0]) // z_factor, n_sections - 2).astype(int)
     return k, q - p[k]
+
+
+def isotropic_voxel(voxel_nm: tuple[float, float, float], z_factor: int) -> tuple[float, float, float]:
+    """Voxel size (z, y, x nm) of a reconstruction of sections with voxel ``voxel_nm``: z divided by z_factor."""
+    _check_factor(z_factor)
+    z, y, x = (float(v) for v in voxel_nm)
+    return (z / z_factor, y, x)
 
 
 def interpolate_z(stack: np.ndarray, z_factor: int, positions: np.ndarray, kind: str) -> np.ndarray:
@@ -148,6 +155,41 @@ def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndar
     return tiled_apply(gather, index, **tiling)
 
 
+class BlockSampler:
+    """Batches made from random isotropic blocks (depth, patch, patch) of a volume; deterministic for a seed.
+
+    Each block gets a random lateral flip/rot90 (z untouched), then ``make(block, rng)`` turns it
+    into one training sample (a tuple of arrays, stacked over the batch). ``state`` is the RNG
+    state, so ``train.train_loop`` resumes with the exact same batches.
+    """
+
+    def __init__(self, volume: np.ndarray, depth: int, patch: int, batch_size: int, seed: int,
+                 make: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, ...]]):
+        if volume.ndim != 3 or volume.shape[0] < depth or min(volume.shape[1:]) < patch:
+            raise ValueError(f"training volume {volume.shape} is smaller than a ({depth}, {patch}, {patch}) block")
+        self.volume = np.asarray(volume, np.float32)
+        self.depth, self.patch, self.batch_size, self.make = depth, patch, batch_size, make
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.rng.bit_generator.state = value
+
+    def next(self) -> tuple[np.ndarray, ...]:
+        samples = [self.make(self._block(), self.rng) for _ in range(self.batch_size)]
+        return tuple(np.stack(parts).astype(np.float32) for parts in zip(*samples))
+
+    def _block(self) -> np.ndarray:
+        (d, h, w), rng, p = self.volume.shape, self.rng, self.patch
+        z, y, x = rng.integers(d - self.depth + 1), rng.integers(h - p + 1), rng.integers(w - p + 1)
+        block = np.rot90(self.volume[z : z + self.depth, y : y + p, x : x + p], rng.integers(4), axes=(1, 2))
+        return np.ascontiguousarray(block[..., ::-1] if rng.random() < 0.5 else block)
+
+
 def plane_views(volume: np.ndarray) -> dict[str, np.ndarray]:
     """The volume as stacks of 2D planes for per-plane metrics: xy (z, y, x), xz (y, z, x), yz (x, z, y).
 
@@ -165,7 +207,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] 
         attrs = json.loads((path / ".zattrs").read_text())
         if "multiscales" in attrs:
             ms = attrs["multiscales"][0]
-            array, _ = read_image(path / ms["datasets"][0]["path"])
+            array, _ = read_zarr(path / ms["datasets"][0]["path"])
             scale = next(t["scale"] for t in ms["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
             return _volume(array, path), tuple(float(s) for s in scale)
     array, voxel = read_image(path)

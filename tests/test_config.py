@@ -18,7 +18,7 @@ def _in_repo(repo, monkeypatch):
     monkeypatch.chdir(repo)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(repo, name):
     import yaml
 

@@ -24,6 +24,20 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray], float]  # (prediction, ground_truth) -> score
     higher_is_better: bool
     description: str
+    ideal: float | None = None  # set when neither extreme is best: the table favours the closest value
+
+    def best(self, values: np.ndarray) -> float:
+        """The best of ``values`` under this metric's rule (nan-safe)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.ideal is not None:
+            return float(values[np.nanargmin(np.abs(values - self.ideal))])
+        return float(np.nanmax(values) if self.higher_is_better else np.nanmin(values))
+
+    @property
+    def arrow(self) -> str:
+        if self.ideal is not None:
+            return f"→{self.ideal:g}"
+        return "↑" if self.higher_is_better else "↓"
 
 
 METRICS: dict[str, Metric] = {
@@ -33,7 +47,9 @@ METRICS: dict[str, Metric] = {
         Metric("SSIM", ssim, True, "structural similarity, Wang et al. 2004 settings"),
         Metric("LPIPS", lpips_distance, False, "learned perceptual distance, AlexNet v0.1 (Zhang et al. 2018)"),
         Metric("FSIM", fsim, True, "feature similarity, phase congruency + gradient (Zhang et al. 2011)"),
-        Metric("resolution_ratio", resolution_ratio, False, "decorrelation resolution pred / GT (Descloux 2019): 1 ideal, >1 blurrier, <1 noise or invented detail"),
+        Metric("resolution_ratio", resolution_ratio, False,
+               "decorrelation resolution pred / GT (Descloux 2019): 1 ideal, >1 blurrier, <1 noise or invented detail",
+               ideal=1.0),
     )
 }
 

@@ -27,7 +27,15 @@ fine detail forms: with an exact denoiser for Gaussian data of std 0.1, 50 unifo
 sample std 0.62x (DDIM) and 1.05x (DPM-Solver++) the truth, 50 quadratic steps 0.92x and 1.02x.
 
 ``steps=None`` means every step of the test schedule. Every random draw uses ``generator``
-(drawn on the generator's device, then moved), so a seed fixes the output.
+(drawn on the generator's device, then moved), so a seed fixes the output whatever device the
+network runs on.
+
+``precision="bf16"`` runs only the network under autocast (bfloat16; float16 on CUDA without
+bf16; MPS stays float32) on channels-last tensors; the sampler state (x_t, x0, the solver's
+history) stays float32, so low precision enters only through the noise estimate.
+
+``loss="aleatoric"``: the paper's difficulty-aware loss (see :func:`aleatoric_loss`); the net then
+has twice the output channels, eps_hat and a per-pixel log-scale s, and sampling uses eps_hat only.
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ from tqdm import tqdm
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp2m")
 SPACINGS = ("quadratic", "uniform")
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+PRECISIONS = ("fp32", "bf16")
+LOSSES = ("mse", "l1", "aleatoric")
+# The first official commit's difficulty map: s averaged at t = T_train / k (k = 2 ... 32).
+DIFFICULTY_DIVISORS = (2, 4, 8, 16, 32)
 SCHEDULE_KEYS = ("kind", "start", "end", "steps")
 
 
@@ -68,9 +79,27 @@ def alpha_bars(schedule: dict) -> np.ndarray:
                                        int(schedule["steps"])))
 
 
+def aleatoric_loss(eps_hat: torch.Tensor, eps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Heteroscedastic (Kendall & Gal 2017) noise loss with per-pixel log-scale s (phi = exp(s)).
+
+    mean(0.5 * [exp(-2s) (eps_hat - eps)^2 + 2s]): the first official commit's
+    ``mse_var_loss(eps_hat, eps, s, weight=2)`` (Luchixiang/EMDiffuse, models/loss.py), i.e. the
+    paper's ||eps - eps_hat||^2 / phi^2 + log phi^2, halved. At s = 0 it is 0.5 * MSE; per pixel it
+    is minimised at exp(2s) = E[(eps_hat - eps)^2], so exp(s) estimates the local error scale.
+    """
+    return 0.5 * (torch.exp(-2 * s) * (eps_hat - eps) ** 2 + 2 * s).mean()
+
+
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else like.device
     return torch.randn(shape, generator=generator, device=device).to(like.device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The low-precision dtype ``precision="bf16"`` uses on ``device``; None: stay float32 (MPS)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" else None
 
 
 @contextlib.contextmanager
@@ -84,6 +113,19 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+@contextlib.contextmanager
+def _channels_last(module: nn.Module, enabled: bool) -> Iterator[None]:
+    """Channels-last weights for the duration (where bf16 convolutions are fastest), then back."""
+    if not enabled:
+        yield
+        return
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        module.to(memory_format=torch.contiguous_format)
+
+
 class ConditionalDiffusion(nn.Module):
     """Wraps an epsilon-prediction net ``net(cat([cond, y_t], 1), gamma)`` with training loss and samplers."""
 
@@ -91,13 +133,19 @@ class ConditionalDiffusion(nn.Module):
                  out_channels: int | None = None):
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
-        self.net = net
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.net, self.loss_name = net, loss
         self.train_schedule, self.test_schedule = dict(train_schedule), dict(test_schedule)
         self.train_alpha_bar = alpha_bars(self.train_schedule)
         self.test_alpha_bar = alpha_bars(self.test_schedule)
-        self.loss_fn = LOSSES[loss]
-        self.out_channels = out_channels or getattr(net, "out_channel", None)
+        net_channels = getattr(net, "out_channel", None)
+        if loss == "aleatoric":
+            if not net_channels or net_channels % 2:
+                raise ValueError(f"loss 'aleatoric' needs a net with 2C output channels (eps_hat, s), "
+                                 f"got out_channel={net_channels}")
+            net_channels //= 2
+            net.zero_init_outputs(net_channels)  # s = 0: training starts as (half) plain MSE
+        self.out_channels = out_channels or net_channels
 
     def forward(self, cond: torch.Tensor, target: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -114,15 +162,33 @@ class ConditionalDiffusion(nn.Module):
         table = torch.as_tensor(self.train_alpha_bar, dtype=torch.float32, device=device)
         gamma = (table[t - 1] + (table[t] - table[t - 1]) * u).to(target.device)
         noise = _randn(target.shape, target, generator)
-        g = gamma.view(b, 1, 1, 1)
-        y_noisy = g.sqrt() * target + (1 - g).sqrt() * noise
-        eps_hat = self.net(torch.cat([cond, y_noisy], dim=1), gamma)
-        return self.loss_fn(eps_hat.float(), noise)
+        out = self.net(torch.cat([cond, _noised(target, gamma, noise)], dim=1), gamma).float()
+        if self.loss_name == "aleatoric":
+            eps_hat, log_scale = out.chunk(2, dim=1)
+            return aleatoric_loss(eps_hat, noise, log_scale)
+        return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(out, noise)
+
+    @contextlib.contextmanager
+    def _network(self, precision: str, device: torch.device):
+        """The net in eval mode as ``f(x, gamma) -> float32``; at "bf16" it runs under autocast on
+        channels-last tensors while everything outside it stays float32."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        dtype = autocast_dtype(device) if precision == "bf16" else None
+
+        def run(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+            if dtype is None:
+                return self.net(x, gamma).float()
+            with torch.autocast(device.type, dtype=dtype):
+                return self.net(x.contiguous(memory_format=torch.channels_last), gamma).float()
+
+        with _eval_mode(self.net), _channels_last(self.net, dtype is not None):
+            yield run
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
                generator: torch.Generator | None = None, clip_x0: bool = True, progress: bool = False,
-               eta: float = 0.0, spacing: str = "quadratic") -> torch.Tensor:
+               eta: float = 0.0, spacing: str = "quadratic", precision: str = "fp32") -> torch.Tensor:
         """Draw one sample per batch item (pass K copies of a condition for K samples), in [-1, 1].
 
         ``eta`` only affects ddim; ``spacing`` only ddim and dpmpp2m (see the module docstring).
@@ -135,14 +201,34 @@ class ConditionalDiffusion(nn.Module):
             raise ValueError(f"steps must be >= 1 (or None for the full test schedule), got {steps}")
         channels = self.out_channels or cond.shape[1]
         x = _randn((cond.shape[0], channels, *cond.shape[2:]), cond, generator)
-        with _eval_mode(self.net):
+        with self._network(precision, cond.device) as net:
+            eps_fn = self._eps_fn(net, cond.float())
             if sampler == "ancestral":
-                return self._ancestral(cond, x, steps, generator, clip_x0, progress)
+                return self._ancestral(eps_fn, x, steps, generator, clip_x0, progress)
             abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
             abar_next = np.append(abar[1:], 1.0)
             if sampler == "ddim":
-                return self._ddim(cond, x, abar, abar_next, generator, clip_x0, progress, eta)
-            return self._dpmpp2m(cond, x, abar, abar_next, clip_x0, progress)
+                return self._ddim(eps_fn, x, abar, abar_next, generator, clip_x0, progress, eta)
+            return self._dpmpp2m(eps_fn, x, abar, abar_next, clip_x0, progress)
+
+    @torch.no_grad()
+    def difficulty(self, cond: torch.Tensor, x0: torch.Tensor, *, generator: torch.Generator | None = None,
+                   precision: str = "fp32") -> torch.Tensor:
+        """The difficulty map: predicted log-scale s averaged over t = T_train / k, k in DIFFICULTY_DIVISORS.
+
+        As in the first official commit, but our s head shares the denoiser and sees y_t, so y_t is
+        ``x0`` (e.g. the samples) noised to each level with seeded noise. Same shape as ``x0``.
+        """
+        if self.loss_name != "aleatoric":
+            raise ValueError("difficulty needs a model trained with loss='aleatoric'")
+        maps = []
+        with self._network(precision, cond.device) as net:
+            for k in DIFFICULTY_DIVISORS:
+                gamma = torch.full((x0.shape[0],), float(self.train_alpha_bar[len(self.train_alpha_bar) // k]),
+                                   device=x0.device)
+                y = _noised(x0.float(), gamma, _randn(x0.shape, x0, generator))
+                maps.append(net(torch.cat([cond.float(), y], dim=1), gamma)[:, self.out_channels:])
+        return torch.stack(maps).mean(0)
 
     def _timesteps(self, steps: int | None, spacing: str) -> np.ndarray:
         """``steps`` distinct test-schedule indices from T-1 down to 0."""
@@ -155,20 +241,27 @@ class ConditionalDiffusion(nn.Module):
         # rounding merges steps where the grid is denser than 1; keep them distinct
         return np.maximum(t, np.arange(steps - 1, -1, -1))
 
-    def _eps(self, cond: torch.Tensor, x: torch.Tensor, abar: float) -> torch.Tensor:
-        gamma = torch.full((x.shape[0],), abar, dtype=torch.float32, device=x.device)
-        return self.net(torch.cat([cond, x.to(cond.dtype)], dim=1), gamma).to(x.dtype)
+    def _eps_fn(self, net, cond: torch.Tensor):
+        """eps_hat(x, abar): the noise channels of the net's output (not the log-scale ones)."""
+        channels = self.out_channels
 
-    def _x0_and_eps(self, cond, x, abar: float, clip_x0: bool):
+        def eps(x: torch.Tensor, abar: float) -> torch.Tensor:
+            gamma = torch.full((x.shape[0],), abar, dtype=torch.float32, device=x.device)
+            return net(torch.cat([cond, x], dim=1), gamma)[:, :channels]
+
+        return eps
+
+    @staticmethod
+    def _x0_and_eps(eps_fn, x, abar: float, clip_x0: bool):
         """Predicted clean image and noise; when x0 is clipped, eps is made consistent with it."""
-        eps = self._eps(cond, x, abar)
+        eps = eps_fn(x, abar)
         x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
             eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
         return x0, eps
 
-    def _ancestral(self, cond, x, steps, generator, clip_x0, progress):
+    def _ancestral(self, eps_fn, x, steps, generator, clip_x0, progress):
         sched = self.test_schedule
         betas = make_betas(sched["kind"], sched["start"], sched["end"], int(steps or sched["steps"]))
         abar = np.cumprod(1 - betas)
@@ -177,7 +270,7 @@ class ConditionalDiffusion(nn.Module):
         coef_xt = (1 - abar_prev) * np.sqrt(1 - betas) / (1 - abar)
         std = np.sqrt(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20))  # posterior, log-clipped
         for i in tqdm(range(len(betas) - 1, -1, -1), disable=not progress, desc="ancestral"):
-            eps = self._eps(cond, x, abar[i])
+            eps = eps_fn(x, abar[i])
             # official form: sqrt(1/abar) x - sqrt(1/abar - 1) eps
             x0 = math.sqrt(1 / abar[i]) * x - math.sqrt(1 / abar[i] - 1) * eps
             if clip_x0:
@@ -187,25 +280,31 @@ class ConditionalDiffusion(nn.Module):
                 x = x + std[i] * _randn(x.shape, x, generator)
         return x
 
-    def _ddim(self, cond, x, abar, abar_next, generator, clip_x0, progress, eta):
+    def _ddim(self, eps_fn, x, abar, abar_next, generator, clip_x0, progress, eta):
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="ddim"):
-            x0, eps = self._x0_and_eps(cond, x, a, clip_x0)
+            x0, eps = self._x0_and_eps(eps_fn, x, a, clip_x0)
             sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
             x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
             if sigma > 0:
                 x = x + sigma * _randn(x.shape, x, generator)
         return x
 
-    def _dpmpp2m(self, cond, x, abar, abar_next, clip_x0, progress):
+    def _dpmpp2m(self, eps_fn, x, abar, abar_next, clip_x0, progress):
         x0_prev, h_prev = None, None
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="dpmpp2m"):
-            x0, _ = self._x0_and_eps(cond, x, a, clip_x0)
+            x0, _ = self._x0_and_eps(eps_fn, x, a, clip_x0)
             if a_next < 1.0:  # the last step ends at sigma = 0, where the solution is x0 itself
                 h = _log_snr(a_next) - _log_snr(a)
                 d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
                 x = math.sqrt((1 - a_next) / (1 - a)) * x - math.sqrt(a_next) * math.expm1(-h) * d
                 x0_prev, h_prev = x0, h
         return x0
+
+
+def _noised(x0: torch.Tensor, gamma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """y_gamma = sqrt(gamma) x0 + sqrt(1 - gamma) noise, gamma per batch item."""
+    g = gamma.view(-1, *[1] * (x0.dim() - 1))
+    return g.sqrt() * x0 + (1 - g).sqrt() * noise
 
 
 def _log_snr(abar: float) -> float:

@@ -242,6 +242,14 @@ class DiffusionUNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
                 nn.init.zeros_(m.bias)
 
+    @torch.no_grad()
+    def zero_init_outputs(self, start: int) -> None:
+        """Zero the output layer for channels ``start:``, so they predict exactly 0 at first whatever
+        ``init`` did (the aleatoric log-scale head starts at s = 0, i.e. as plain MSE)."""
+        conv = self.out[-1]
+        conv.weight[start:].zero_()
+        conv.bias[start:].zero_()
+
     def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channel, H, W) = cat([condition, noisy_target], 1); gamma: (B,) alpha-bar in (0, 1].
 

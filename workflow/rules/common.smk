@@ -29,12 +29,28 @@ def task_factor(wildcards):
 
 
 def task_outputs(task):
-    """The table (CSV and Markdown) and the figure of one task."""
-    return [
+    """The table (CSV and Markdown) and the figure of one task, and its reliability
+    calibration when a stochastic method (EMDiffuse) is compared."""
+    outputs = [
         f"results/tables/{task}.csv",
         f"results/tables/{task}.md",
         f"results/figures/{task}.png",
     ]
+    if "emdiffuse" in config["tasks"][task]["methods"]:
+        outputs += [
+            f"results/tables/{task}_calibration.md",
+            f"results/figures/{task}_calibration.png",
+        ]
+    return outputs
+
+
+def calibration_inputs(wildcards):
+    """EMDiffuse's per-image metrics (with reliability scores) on every dataset of the task."""
+    return expand(
+        "results/metrics/{task}/{dataset}/emdiffuse.csv",
+        task=wildcards.task,
+        dataset=config["tasks"][wildcards.task]["datasets"],
+    )
 
 
 def final_outputs():
@@ -68,6 +84,19 @@ def figure_predictions(wildcards):
 def figure_pairs(wildcards):
     dataset = config["tasks"][wildcards.task]["datasets"][0]
     return f"data/pairs/{wildcards.task}/{dataset}/test.npz"
+
+
+def is_remote(name):
+    from emdiffuse.sources import FETCHERS
+
+    return config["datasets"][name]["kind"] in FETCHERS
+
+
+def remote_manifest(wildcards):
+    """A remote dataset is prepared from its fetched cache; local kinds need no input."""
+    if is_remote(wildcards.dataset):
+        return f"data/raw/{wildcards.dataset}/manifest.json"
+    return []
 
 
 def dataset_entry(wildcards):

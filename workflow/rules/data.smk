@@ -1,4 +1,26 @@
+rule fetch_dataset:
+    output:
+        manifest="data/raw/{dataset}/manifest.json",
+    params:
+        entry=dataset_entry,
+        cache_dir=subpath(output.manifest, parent=True),
+    log:
+        "logs/fetch_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/fetch_dataset/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/fetch_dataset.py"
+
+
 rule prepare_dataset:
+    input:
+        remote_manifest,
     output:
         volume="data/prepared/{dataset}/volume.tif",
         labels="data/prepared/{dataset}/labels.npz",

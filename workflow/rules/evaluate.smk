@@ -6,6 +6,7 @@ rule evaluate:
         metrics="results/metrics/{task}/{dataset}/{method}.csv",
     params:
         metrics=task_metrics,
+        threshold=config["reliability_threshold"],
     log:
         "logs/evaluate/{task}/{dataset}/{method}.log",
     benchmark:

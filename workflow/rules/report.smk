@@ -12,6 +12,7 @@ rule table:
         metrics=task_metrics,
         methods=task_methods,
         budgets=task_budgets,
+        threshold=config["reliability_threshold"],
     log:
         "logs/table/{task}.log",
     benchmark:
@@ -24,6 +25,33 @@ rule table:
         "../envs/torch.yaml"
     script:
         "../scripts/table.py"
+
+
+rule calibration:
+    input:
+        calibration_inputs,
+    output:
+        csv="results/tables/{task}_calibration.csv",
+        md="results/tables/{task}_calibration.md",
+        png=report(
+            "results/figures/{task}_calibration.png",
+            category="Reliability",
+            labels={"task": "{task}"},
+        ),
+    params:
+        threshold=config["reliability_threshold"],
+    log:
+        "logs/calibration/{task}.log",
+    benchmark:
+        "benchmarks/calibration/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/calibration.py"
 
 
 rule figure:

@@ -14,4 +14,5 @@ evaluate(
     snakemake.input.pairs,
     snakemake.params.metrics,
     snakemake.output.metrics,
+    threshold=snakemake.params.threshold,
 )

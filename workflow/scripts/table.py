@@ -12,4 +12,5 @@ table(
     snakemake.params.budgets,
     snakemake.output.csv,
     snakemake.output.md,
+    threshold=snakemake.params.threshold,
 )

@@ -1,0 +1,162 @@
+"""vEMDiffuse-i/-a: the index-embedding wrapper, training samples, chunk-invariant sampling,
+vEMDiffuse-a's isolation from isotropic data, fit/save/load/predict and exact resume."""
+
+import numpy as np
+import pytest
+import torch
+
+import emdiffuse.data.phantom as phantom_module
+import emdiffuse.volumes as volumes_module
+from emdiffuse.data.phantom import generate_volume
+from emdiffuse.models.unet import PRESETS
+from emdiffuse.models.vemdiffuse import IndexedUNet, pair_sample
+from emdiffuse.models.volume_methods import build_volume_method, load_volume_method
+from emdiffuse.volumes import BlockSampler, make_anisotropic
+
+CPU = torch.device("cpu")
+QUIET = dict(progress=False, log=lambda *_: None)
+TINY = {
+    "model": {"preset": "tiny"},
+    "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
+    "train": {"iterations": 4, "batch_size": 2, "patch": 16, "ema_decay": 0.9, "checkpoint_every": 2},
+    "predict": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2, "chunk": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    iso, _ = generate_volume((17, 20, 28), 8.0, seed=0)
+    return iso, make_anisotropic(iso, 3)
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tmp_path_factory):
+    """vemdiffuse_i fitted on the isotropic volume, saved."""
+    path = tmp_path_factory.mktemp("vem") / "vi.pt"
+    method = build_volume_method("vemdiffuse_i", TINY, z_factor=3, device=CPU, seed=0)
+    method.fit(data[0], checkpoint_path=path.with_suffix(".ckpt"), **QUIET)
+    method.save(path)
+    return method, path
+
+
+def kaiming_tiny():
+    kwargs = {k: v for k, v in PRESETS["tiny"].items() if k not in ("in_channel", "out_channel")}
+    return IndexedUNet(**kwargs, init="kaiming").eval()
+
+
+def test_index_embedding_is_added_to_the_noise_embedding():
+    torch.manual_seed(0)
+    net = kaiming_tiny()
+    x, gamma = torch.randn(2, 4, 16, 16), torch.tensor([0.3, 0.7])
+    x[:, 2] = 1.0
+    other = x.clone()
+    other[:, 2] = 2.0
+    assert not torch.allclose(net(x, gamma), net(other, gamma))  # the index matters
+    torch.nn.init.zeros_(net.index_embed[2].weight)
+    torch.nn.init.zeros_(net.index_embed[2].bias)
+    inner = net.unet(torch.cat([x[:, :2], x[:, 3:]], 1), gamma)  # zero index embedding: the plain U-Net
+    torch.testing.assert_close(net(x, gamma), inner)
+    assert not net.unet.cond_embed._forward_hooks  # the hook lives only during a forward
+
+
+@pytest.mark.parametrize("z", [3, 4])
+def test_pair_sample_targets_a_slice_between_the_section_centres(z):
+    block = np.random.default_rng(0).random((2 * z, 8, 8), dtype=np.float32)
+    make = pair_sample(z, blur_p=0.0, section_profile="box")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        cond, target = make(block, rng)
+        np.testing.assert_allclose(cond[:2], [block[:z].mean(0), block[z:].mean(0)], atol=1e-6)
+        offset = cond[2, 0, 0]
+        assert np.all(cond[2] == offset) and 0 <= offset <= z
+        np.testing.assert_array_equal(target[0], block[int(offset + (z - 1) / 2)])
+
+
+def test_fit_save_load_predict_on_an_odd_volume(fitted, data):
+    method, path = fitted
+    sections = data[1]
+    loaded = load_volume_method(path, device=CPU)
+    a, b = method.predict(sections, seed=1, progress=False), loaded.predict(sections, seed=1, progress=False)
+    assert a["prediction"].shape == a["uncertainty"].shape == (13, 20, 28)
+    assert a["prediction"].dtype == np.float32 and 0 <= a["prediction"].min() <= a["prediction"].max() <= 1
+    assert (a["uncertainty"] >= 0).all() and a["uncertainty"].max() > 0
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])
+    assert not np.array_equal(a["prediction"], method.predict(sections, seed=2, progress=False)["prediction"])
+
+
+@pytest.mark.parametrize("chunk", [2, 4])
+def test_chunked_sampling_equals_whole_volume_sampling(fitted, data, chunk):
+    method, _ = fitted
+    sections = data[1]
+    params = lambda c: {**TINY, "predict": {**TINY["predict"], "chunk": c}}  # noqa: E731
+    results = []
+    for c in (chunk, 100):
+        m = load_volume_method(fitted[1], device=CPU)
+        m.params = {**m.params, "predict": params(c)["predict"]}
+        results.append(m.predict(sections, seed=3, progress=False))
+    for key in ("prediction", "uncertainty"):
+        np.testing.assert_array_equal(results[0][key], results[1][key])
+
+
+def test_vemdiffuse_a_never_reads_isotropic_data(data, tmp_path, monkeypatch):
+    iso = data[0].copy()
+    sections = make_anisotropic(iso, 3)
+    iso[:] = np.nan  # the ground truth is poisoned: any use of it would make the loss NaN (train_loop raises)
+    for module, name in [(phantom_module, "generate_volume"), (volumes_module, "read_volume")]:
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("vemdiffuse_a loaded a volume"))
+    trained_on = []
+    real_init = BlockSampler.__init__
+
+    def spy(self, volume, *args, **kwargs):
+        trained_on.append(volume)
+        real_init(self, volume, *args, **kwargs)
+
+    monkeypatch.setattr(BlockSampler, "__init__", spy)
+    method = build_volume_method("vemdiffuse_a", TINY, z_factor=3, device=CPU, seed=0)
+    sentinel = sections.copy()
+    history = method.fit(sentinel, checkpoint_path=tmp_path / "a.ckpt", **QUIET)
+    assert np.array_equal(sentinel, sections)  # read-only use
+    assert len(history) == 4 and all(np.isfinite(h["loss"]) for h in history)
+    (stack,) = trained_on  # the one training source: the sections re-sliced to (y, z, x), z mirrored to the patch
+    expected = np.pad(sections.transpose(1, 0, 2), ((0, 0), (0, 16 - 5), (0, 0)), mode="symmetric")
+    np.testing.assert_array_equal(stack, expected)
+    out = method.predict(sections, seed=0, progress=False)
+    assert out["prediction"].shape == (13, 20, 28)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(data, tmp_path, monkeypatch):
+    iso = data[0]
+    whole = build_volume_method("vemdiffuse_i", TINY, z_factor=3, device=CPU, seed=0)
+    whole.fit(iso, checkpoint_path=tmp_path / "a", **QUIET)
+    real_next, calls = BlockSampler.next, []
+
+    def dying_next(self):
+        calls.append(1)
+        if len(calls) == 4:  # after the checkpoint at iteration 2
+            raise Killed
+        return real_next(self)
+
+    monkeypatch.setattr(BlockSampler, "next", dying_next)
+    with pytest.raises(Killed):
+        build_volume_method("vemdiffuse_i", TINY, z_factor=3, device=CPU, seed=0).fit(
+            iso, checkpoint_path=tmp_path / "b", **QUIET)
+    monkeypatch.setattr(BlockSampler, "next", real_next)
+    resumed = build_volume_method("vemdiffuse_i", TINY, z_factor=3, device=CPU, seed=0)
+    history = resumed.fit(iso, checkpoint_path=tmp_path / "b", **QUIET)
+    assert [h["loss"] for h in history] == [h["loss"] for h in whole.history]
+    for p, q in zip(resumed.ema.parameters(), whole.ema.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("params,message", [
+    ({**TINY, "model": {"preset": "tiny", "in_channel": 2}}, r"unknown key\(s\) \['in_channel'\]"),
+    ({**TINY, "predict": {"sampler": "euler"}}, "vemdiffuse_i.predict.sampler"),
+    ({**TINY, "train": {}}, "vemdiffuse_i.train.iterations: required key is missing"),
+])
+def test_params_validation(params, message):
+    with pytest.raises(ValueError, match=message):
+        build_volume_method("vemdiffuse_i", params, z_factor=3, device=CPU, seed=0)

@@ -1,0 +1,14 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import calibration
+
+calibration(
+    snakemake.wildcards.task,
+    list(snakemake.input),
+    snakemake.params.threshold,
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.png,
+)
