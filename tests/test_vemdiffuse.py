@@ -88,11 +88,10 @@ def test_fit_save_load_predict_on_an_odd_volume(fitted, data):
 def test_chunked_sampling_equals_whole_volume_sampling(fitted, data, chunk):
     method, _ = fitted
     sections = data[1]
-    params = lambda c: {**TINY, "predict": {**TINY["predict"], "chunk": c}}  # noqa: E731
     results = []
     for c in (chunk, 100):
         m = load_volume_method(fitted[1], device=CPU)
-        m.params = {**m.params, "predict": params(c)["predict"]}
+        m.params["predict"]["chunk"] = c
         results.append(m.predict(sections, seed=3, progress=False))
     for key in ("prediction", "uncertainty"):
         np.testing.assert_array_equal(results[0][key], results[1][key])

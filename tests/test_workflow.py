@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table",
+RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table", "calibration",
          "timings", "all"]
 
 
@@ -77,7 +77,12 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert (pooled["n"] == expected_n).all()
     md = (tmp_path / "results" / "tables" / "denoise.md").read_text()
     assert "Budgets:" in md and "emdiffuse" in md
-    for figure in ["denoise.png", "phantom.png"]:
+    assert "reliability (flagged)" in md
+    calibration = (tmp_path / "results" / "tables" / "denoise_calibration.md").read_text()
+    assert "recall" in calibration and "spearman" in calibration
+    superres = pd.read_csv(tmp_path / "results" / "tables" / "superres.csv")
+    assert list(superres[superres["level"] == "all"]["method"]) == test_config["tasks"]["superres"]["methods"]
+    for figure in ["denoise.png", "superres.png", "phantom.png", "denoise_calibration.png"]:
         assert (tmp_path / "results" / "figures" / figure).stat().st_size > 10_000
     assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
     pred = np.load(tmp_path / "results" / "predictions" / "denoise" / "phantom_neuropil" / "emdiffuse" / "test.npz")

@@ -258,6 +258,13 @@ class EMDiffuseMethod(Method):
     std of the network's [-1, 1] outputs divided by 2 (omitted when K = 1). Sampling uses the
     EMA weights (the official test script uses the raw weights; set ``ema_decay: null`` for that).
     ``sample.batch`` tiles go through the sampler together, i.e. a network batch of batch x samples.
+
+    ``train.difficulty_loss``: the paper's difficulty-aware (aleatoric) loss instead of plain MSE
+    (:func:`~emdiffuse.models.diffusion.aleatoric_loss`); the U-Net gets a second, zero-initialised
+    output channel, a per-pixel log-scale s. ``sample.difficulty`` then adds the output
+    ``difficulty``: s averaged over five noise levels, on the K samples (log of the predicted noise
+    error scale; higher = harder). ``sample.precision``: "bf16" runs the network in bfloat16
+    autocast on channels-last tensors (sampler state float32), "fp32" is the exact path.
     """
 
     name = "emdiffuse"
@@ -270,16 +277,23 @@ class EMDiffuseMethod(Method):
         "train": {
             "iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
             "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
+            "difficulty_loss": False,
         },
-        "sample": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4},
+        "sample": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
+                   "precision": "bf16", "difficulty": False},
     }
 
     def _build(self):
-        from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS, ConditionalDiffusion
         from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
-        if self.params["sample"]["sampler"] not in SAMPLERS:
-            raise ValueError(f"emdiffuse.sample.sampler: {self.params['sample']['sampler']!r} is not one of {SAMPLERS}")
+        s, aleatoric = self.params["sample"], bool(self.params["train"]["difficulty_loss"])
+        if s["sampler"] not in SAMPLERS:
+            raise ValueError(f"emdiffuse.sample.sampler: {s['sampler']!r} is not one of {SAMPLERS}")
+        if s["precision"] not in PRECISIONS:
+            raise ValueError(f"emdiffuse.sample.precision: {s['precision']!r} is not one of {PRECISIONS}")
+        if s["difficulty"] and not aleatoric:
+            raise ValueError("emdiffuse.sample.difficulty: needs train.difficulty_loss: true")
         overrides = dict(self.params["model"])
         preset = overrides.pop("preset", "official")
         if preset not in PRESETS:
@@ -289,9 +303,12 @@ class EMDiffuseMethod(Method):
         if unknown:
             raise ValueError(f"emdiffuse.model: unknown key(s) {unknown}; allowed: preset, {sorted(allowed)}")
         kwargs = {**PRESETS[preset], **overrides}
+        if aleatoric:
+            kwargs["out_channel"] *= 2  # eps_hat and the log-scale s
         net = DiffusionUNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
         d = self.params["diffusion"]
-        self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"], loss="mse").to(self.device)
+        self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"],
+                                              loss="aleatoric" if aleatoric else "mse").to(self.device)
         self.ema: torch.nn.Module | None = None
         self.multiple = 2 ** (len(kwargs["channel_mults"]) - 1)
 
@@ -326,24 +343,31 @@ class EMDiffuseMethod(Method):
         s = self.params["sample"]
         model = (self.ema if self.ema is not None else self.diffusion).eval()
         k = int(s["samples"])
-        means, stds = [], []
+        outputs = []
         for i, image in enumerate(inputs):
-            # one generator per image: an image's output does not depend on which others are predicted
+            # One CPU generator per image (an image's output does not depend on which others are
+            # predicted); the sampler draws on it and moves the noise to the model's device, so a
+            # seed gives the same noise on every device.
             generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
 
             def fn(tiles: torch.Tensor) -> torch.Tensor:
                 cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
-                x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator)
-                x = ((x.float() + 1) / 2).reshape(len(tiles), k, *x.shape[-2:])
-                spread = x.std(1) if k > 1 else torch.zeros_like(x[:, 0])
-                return torch.stack([x.mean(1), spread], 1)
+                x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator,
+                                 precision=s["precision"])
+                maps = [(x + 1) / 2]
+                if s["difficulty"]:
+                    maps.append(model.difficulty(cond, x, generator=generator, precision=s["precision"]))
+                maps = [m.reshape(len(tiles), k, *x.shape[-2:]) for m in maps]
+                spread = maps[0].std(1) if k > 1 else torch.zeros_like(maps[0][:, 0])
+                return torch.stack([maps[0].mean(1), spread, *(m.mean(1) for m in maps[1:])], 1)
 
             cond = upsample(image[None], self.scale, "bilinear")[0]
-            out = tiled_apply(fn, cond, tile=s["tile"], overlap=s["overlap"], batch=s["batch"],
-                              multiple=self.multiple, progress=progress)
-            means.append(out[0])
-            stds.append(out[1])
-        result = {"prediction": np.stack(means)}
+            outputs.append(tiled_apply(fn, cond, tile=s["tile"], overlap=s["overlap"], batch=s["batch"],
+                                       multiple=self.multiple, progress=progress))
+        out = np.stack(outputs).astype(np.float32)
+        result = {"prediction": out[:, 0]}
         if k > 1:
-            result["uncertainty"] = np.stack(stds).astype(np.float32)
+            result["uncertainty"] = out[:, 1]
+        if s["difficulty"]:
+            result["difficulty"] = out[:, 2]
         return result
