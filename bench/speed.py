@@ -8,8 +8,9 @@ cores; ``--size 512`` or ``--steps 10`` for a quicker look). Prints
     interleaved in one run (medians), the ratio ours/reference (issue target <= 0.3), and how far
     bf16 moves the output from fp32 with trained-like weights;
 (b) end to end: ``EMDiffuseMethod.predict`` on a ``--size`` square image with K samples and the
-    official preset: dpmpp2m at each of ``--steps`` (measured) and the official 1000-step ancestral
-    sampler, EXTRAPOLATED from the measured per-step cost (timing 1000 steps would take hours).
+    official preset: dpmpp2m at each of ``--steps`` and ancestral at 2 steps (measured), and the
+    official 1000-step ancestral sampler, EXTRAPOLATED by a straight line through those runs
+    (timing it would take hours).
 
 Timings share the machine with whatever else runs on it: the load average is printed with them.
 """
@@ -103,15 +104,13 @@ def end_to_end(size: int, samples: int, steps: list[int], seed: int, precision: 
           f"{torch.get_num_threads()} threads, tile {tile} overlap {overlap} batch {batch} "
           f"(network batch {batch * samples}) ({load()})")
     rows = [(f"dpmpp2m {n} steps", n, run("dpmpp2m", n)) for n in steps]
-    few = 2
-    rows.append((f"ancestral {few} steps", few, run("ancestral", few)))
-    per_step = (rows[-2][2] - rows[-1][2]) / (rows[-2][1] - few)  # the longest run minus the shortest
-    overhead = rows[-1][2] - few * per_step
+    rows.append(("ancestral 2 steps", 2, run("ancestral", 2)))
+    per_step, overhead = np.polyfit([n for _, n, _ in rows], [t for *_, t in rows], 1)  # t = overhead + n * per_step
     print(f"    {'sampler':<24}{'seconds':>10}")
     for name, _, t in rows:
         print(f"    {name:<24}{t:>10.1f}")
-    print(f"    {'ancestral 1000 steps':<24}{overhead + 1000 * per_step:>10.0f}   EXTRAPOLATED: "
-          f"{per_step:.2f} s/step (from the {rows[-2][0]} and {rows[-1][0]} runs) x 1000 + {overhead:.1f} s ({load()})")
+    print(f"    {'ancestral 1000 steps':<24}{overhead + 1000 * per_step:>10.0f}   EXTRAPOLATED: least-squares "
+          f"line through the rows above, {per_step:.2f} s/step x 1000 + {overhead:.1f} s ({load()})")
 
 
 def main() -> None:

@@ -143,7 +143,7 @@ def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndar
     tiled_apply tiles one channel, so it is given the image of flat pixel indices and the tiles of
     ``stack`` are gathered from them (reflection padding included); blending is tiled_apply's own.
     """
-    c, h, w = stack.shape
+    h, w = stack.shape[1:]
     if h * w > _FLOAT32_EXACT:
         raise ValueError(f"lateral size {h}x{w} exceeds {_FLOAT32_EXACT} pixels; crop the volume laterally")
     index = np.arange(h * w, dtype=np.float32).reshape(h, w)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas
+from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas
 from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
 TRAIN = {"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}
@@ -192,3 +192,40 @@ def test_training_reduces_the_loss_on_identity_task():
         opt.step()
     after = eval_loss()
     assert after < 0.6 * before, (before, after)
+
+
+class PrecisionRecorder(nn.Module):
+    """Records, per call, the input dtype, whether autocast is on, and input/weight memory formats."""
+
+    out_channel = 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.calls: list[tuple] = []
+
+    def forward(self, x, gamma):
+        cl = torch.channels_last
+        self.calls.append((x.dtype, torch.is_autocast_enabled("cpu"), x.is_contiguous(memory_format=cl),
+                           self.conv.weight.is_contiguous(memory_format=cl)))
+        return torch.zeros_like(x[:, 1:], dtype=torch.bfloat16 if self.calls[-1][1] else x.dtype)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_runs_only_the_network_in_low_precision(precision):
+    model = ConditionalDiffusion(PrecisionRecorder(), TRAIN, TEST)
+    x = model.sample(torch.zeros(2, 1, 8, 8), sampler="dpmpp2m", steps=3, generator=_gen(0), precision=precision)
+    low = precision == "bf16"
+    assert x.dtype == torch.float32
+    assert model.net.calls == [(torch.float32, low, low, low)] * 3
+    assert model.net.conv.weight.is_contiguous()  # the weights are back in the default layout
+    with pytest.raises(ValueError, match="precision"):
+        model.sample(torch.zeros(1, 1, 8, 8), precision="fp16")
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_bf16_samples_stay_close_to_fp32(sampler):
+    model = _tiny_diffusion()
+    cond = torch.rand(2, 1, 16, 16, generator=_gen(4)) * 2 - 1
+    a, b = (model.sample(cond, sampler=sampler, steps=4, generator=_gen(1), precision=p) for p in PRECISIONS)
+    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.02

@@ -82,7 +82,8 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(phantom, tmp_p
 
     monkeypatch.setattr(BlockSampler, "next", dying_next)
     with pytest.raises(Killed):
-        build_volume_method("srunet3d", TINY, z_factor=3, device=CPU, seed=0).fit(iso, checkpoint_path=tmp_path / "b", **QUIET)
+        build_volume_method("srunet3d", TINY, z_factor=3, device=CPU, seed=0).fit(
+            iso, checkpoint_path=tmp_path / "b", **QUIET)
     monkeypatch.setattr(BlockSampler, "next", real_next)
     resumed = build_volume_method("srunet3d", TINY, z_factor=3, device=CPU, seed=0)
     history = resumed.fit(iso, checkpoint_path=tmp_path / "b", **QUIET)

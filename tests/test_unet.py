@@ -1,5 +1,7 @@
 """The EMDiffuse U-Net: shapes, official layout, initialisation, mixed precision."""
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -85,3 +87,26 @@ def test_bf16_autocast_channels_last_close_to_fp32():
     assert torch.allclose(out_cl, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     rel = (out_bf16.float() - ref).norm() / ref.norm()
     assert out_bf16.shape == ref.shape and rel < 0.05
+
+
+def test_zero_init_outputs_zeroes_only_the_given_channels():
+    net = DiffusionUNet(**dict(PRESETS["tiny"], out_channel=2, init="kaiming")).eval()
+    net.zero_init_outputs(1)
+    out = net(torch.randn(2, 2, 16, 16), torch.rand(2))
+    assert out[:, 0].abs().max() > 0 and out[:, 1].abs().max() == 0
+
+
+def test_official_reference_weights_load_and_compute_the_same_function(repo):
+    """bench/reference_unet.py runs the official architecture the official way (fp32 GroupNorm, einsum
+    attention on Conv1d projections); its state dict loads strictly into ours, same outputs."""
+    spec = importlib.util.spec_from_file_location("reference_unet", repo / "bench" / "reference_unet.py")
+    ref_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref_module)
+    ref = ref_module.trained_like_(ref_module.ReferenceUNet(**ref_module.OFFICIAL)).eval()
+    ours = DiffusionUNet(**PRESETS["official"]).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x, gamma = torch.randn(2, 2, 32, 32), torch.tensor([0.3, 0.9])
+    with torch.no_grad():
+        expected, out = ref(x, gamma), ours(x, gamma)
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)

@@ -19,7 +19,7 @@ TINY = {
     "model": {"preset": "tiny"},
     "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
     "train": {"iterations": 4, "batch_size": 2, "patch": 16, "ema_decay": 0.9, "checkpoint_every": 2},
-    "predict": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2, "chunk": 3},
+    "predict": {"steps": 2, "samples": 2, "tile": 32, "overlap": 4, "batch": 1, "chunk": 3},
 }
 
 
