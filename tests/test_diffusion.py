@@ -228,4 +228,4 @@ def test_bf16_samples_stay_close_to_fp32(sampler):
     model = _tiny_diffusion()
     cond = torch.rand(2, 1, 16, 16, generator=_gen(4)) * 2 - 1
     a, b = (model.sample(cond, sampler=sampler, steps=4, generator=_gen(1), precision=p) for p in PRECISIONS)
-    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.02
+    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.03  # 0.003-0.012 measured

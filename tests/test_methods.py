@@ -19,6 +19,10 @@ TINY = {
         "train": {"iterations": 10, "batch_size": 4, "patch": 16, "warmup": 3, "ema_decay": 0.9},
         "sample": {"steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
     },
+    "rcan": {"model": {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
+             "train": {"iterations": 10, "batch_size": 4, "patch": 16}, "predict": {"tile": 16, "overlap": 4}},
+    "pssr": {"model": {"width_mult": 1 / 16}, "train": {"iterations": 10, "batch_size": 4, "patch": 32},
+             "predict": {"tile": 32, "overlap": 8}},
 }
 
 
@@ -67,6 +71,19 @@ def test_emdiffuse_uncertainty_and_seeds(fitted):
     assert not np.array_equal(a["prediction"], b["prediction"])
 
 
+def test_emdiffuse_bf16_prediction_is_close_to_fp32(fitted):
+    method, _ = fitted["emdiffuse"]
+    inputs = toy_pairs(n=1, size=16)[0]
+    assert method.params["sample"]["precision"] == "bf16"  # the default
+    bf16 = method.predict(inputs, seed=1, progress=False)["prediction"]
+    try:
+        method.params["sample"]["precision"] = "fp32"
+        fp32 = method.predict(inputs, seed=1, progress=False)["prediction"]
+    finally:
+        method.params["sample"]["precision"] = "bf16"
+    assert np.abs(bf16 - fp32).mean() < 0.01
+
+
 def test_input_method_is_identity_or_cubic_upsampling():
     method = build_method("input", {}, device=CPU, seed=0)
     inputs = np.broadcast_to((np.arange(16, dtype=np.float32) + 1) / 20, (2, 16, 16)).copy()  # a ramp in x
@@ -80,7 +97,7 @@ def test_input_method_is_identity_or_cubic_upsampling():
     np.testing.assert_allclose(pred[:, :, 8:-8], np.broadcast_to(ramp[8:-8], (2, 32, 16)), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["care", "emdiffuse"])
+@pytest.mark.parametrize("name", ["care", "emdiffuse", "rcan", "pssr"])
 def test_super_resolution_pairs(tmp_path, name):
     inputs, targets = toy_pairs(n=4, size=16, scale=2)
     params = {**TINY[name], "train": {**TINY[name]["train"], "iterations": 2}}
@@ -123,8 +140,9 @@ def test_load_errors(fitted, tmp_path):
         ("emdiffuse", {**TINY["emdiffuse"], "model": {"preset": "huge"}}, "emdiffuse.model.preset: 'huge'"),
         ("emdiffuse", {**TINY["emdiffuse"], "model": {"width": 3}}, r"emdiffuse.model: unknown key\(s\) \['width'\]"),
         ("emdiffuse", {**TINY["emdiffuse"], "sample": {"sampler": "euler"}}, "emdiffuse.sample.sampler"),
+        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"precision": "fp16"}}, "emdiffuse.sample.precision"),
         ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
-        ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'input'\]"),
+        ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'input', 'pssr', 'rcan'\]"),
     ],
 )
 def test_params_validation(name, params, message):

@@ -72,7 +72,12 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert list(pooled["method"]) == task["methods"]
     for metric in task["metrics"]:
         values = pooled[f"{metric}_mean"].to_numpy()
-        assert np.isfinite(values).all(), f"{metric} has non-finite means: {values}"
+        # the decorrelation resolution is undefined on structureless output (a barely trained
+        # tiny model): then the table must say so for every image rather than report a number
+        defined = pooled[f"{metric}_undefined"].to_numpy() < pooled["n"].to_numpy()
+        assert np.isfinite(values[defined]).all(), f"{metric} has non-finite means: {values}"
+        if metric != "resolution_ratio":
+            assert defined.all(), f"{metric} undefined for some method: {values}"
     expected_n = task["test_images"] * len(task["pairs"]["dwell_us"])
     assert (pooled["n"] == expected_n).all()
     md = (tmp_path / "results" / "tables" / "denoise.md").read_text()

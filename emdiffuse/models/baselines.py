@@ -46,16 +46,18 @@ class LowResInputMethod(Method):
         return self.net(x)
 
     def _new_network(self) -> None:
-        torch.manual_seed(self.seed)  # the initial weights depend on the seed only
-        self.net = self._network().to(self.device)
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed alone, global RNG untouched
+            torch.manual_seed(self.seed)
+            self.net = self._network().to(self.device)
 
-    def _step(self) -> int:
-        """Granularity of target-grid sizes: a whole number of input pixels and of the network's stride."""
+    def _size_multiple(self) -> int:
+        """Target-grid sizes must be whole numbers of input pixels and of the network's stride."""
         return math.lcm(self.scale, self.target_multiple)
 
     def _input_size(self, size: int, key: str) -> int:
-        if size % self._step():
-            raise ValueError(f"{self.name}.{key}: {size} must be a multiple of {self._step()} (scale {self.scale})")
+        step = self._size_multiple()
+        if size % step:
+            raise ValueError(f"{self.name}.{key}: {size} must be a multiple of {step} (scale {self.scale})")
         return size // self.scale
 
     def _normalized(self, inputs, targets):
@@ -89,7 +91,7 @@ class LowResInputMethod(Method):
         for image in inputs:
             x, lo_hi = normalizer.before(image) if normalizer else (image, None)
             y = tiled_apply(lambda t: self._forward(t.to(self.device)), x, tile=tile, overlap=overlap,
-                            batch=p["batch"], scale=self.scale, multiple=self._step() // self.scale,
+                            batch=p["batch"], scale=self.scale, multiple=self._size_multiple() // self.scale,
                             progress=progress)[0]
             preds.append(normalizer.after(y, lo_hi) if normalizer else y)
         return {"prediction": np.stack(preds)}
