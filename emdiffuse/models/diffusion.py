@@ -16,7 +16,7 @@ Samplers (``SAMPLERS``):
   and the same beta start/end, a different, coarser schedule (alpha_bar_T ~ 9e-5 at N = 200
   versus ~ 7e-21 at N = 1000), not a subsequence.
 * ``ddim``: DDIM (Song et al. 2021), ``eta = 0`` deterministic, on ``steps`` timesteps of the
-  full test schedule, ending with x0 at alpha_bar = 1.
+  test schedule within the trained noise range (see ``_timesteps``), ending with x0 at alpha_bar = 1.
 * ``dpmpp2m``: DPM-Solver++(2M) (Lu et al. 2022; data prediction, multistep 2nd order) in
   log-SNR lambda = 0.5 log(abar / (1 - abar)), same timestep grid as ``ddim``.
 
@@ -231,8 +231,15 @@ class ConditionalDiffusion(nn.Module):
         return torch.stack(maps).mean(0)
 
     def _timesteps(self, steps: int | None, spacing: str) -> np.ndarray:
-        """``steps`` distinct test-schedule indices from T-1 down to 0."""
-        T = len(self.test_alpha_bar)
+        """``steps`` distinct test-schedule indices from T-1 down to 0, where T-1 is the noisiest test
+        level the network was trained on (alpha_bar >= the training schedule's minimum).
+
+        The official test schedule goes far beyond it (alpha_bar_T ~ 7e-21 vs 4.4e-5): there the
+        x0 estimate divides by sqrt(alpha_bar) ~ 1e-10 and saturates, which the stochastic ancestral
+        sampler washes out over many steps but a deterministic few-step solver cannot. Starting at
+        alpha_bar ~ 4e-5 from pure noise drops a signal of amplitude sqrt(alpha_bar) < 0.007.
+        """
+        T = int(np.sum(self.test_alpha_bar >= self.train_alpha_bar.min())) or len(self.test_alpha_bar)
         steps = T if steps is None else int(steps)
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be in [1, {T}] (test schedule length), got {steps}")
