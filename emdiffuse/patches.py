@@ -28,7 +28,22 @@ def pair_scale(inputs: np.ndarray, targets: np.ndarray) -> int:
     return th // h
 
 
-class PatchSampler:
+class SeededSampler:
+    """A batch source whose NumPy generator state is saved in training checkpoints, so a resumed
+    run draws exactly the batches an uninterrupted one would."""
+
+    rng: np.random.Generator
+
+    @property
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.rng.bit_generator.state = value
+
+
+class PatchSampler(SeededSampler):
     """Draw batches of aligned (input, target) patches; deterministic for a seed.
 
     ``state`` gets/sets the RNG state so an interrupted training run resumes with the exact
@@ -55,14 +70,6 @@ class PatchSampler:
         self.patch, self.batch_size = patch, batch_size
         self.augment, self.input_blur_p, self.input_blur_sigma = augment, input_blur_p, input_blur_sigma
         self.rng = np.random.default_rng(seed)
-
-    @property
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        self.rng.bit_generator.state = value
 
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch: inputs (B, 1, p, p) and targets (B, 1, p*s, p*s), float32."""

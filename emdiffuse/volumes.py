@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
+from emdiffuse.patches import SeededSampler
 from emdiffuse.io import read_image, read_zarr, write_tiff, write_zarr
 from emdiffuse.predict import tiled_apply
 
@@ -155,7 +156,7 @@ def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndar
     return tiled_apply(gather, index, **tiling)
 
 
-class BlockSampler:
+class BlockSampler(SeededSampler):
     """Batches made from random isotropic blocks (depth, patch, patch) of a volume; deterministic for a seed.
 
     Each block gets a random lateral flip/rot90 (z untouched), then ``make(block, rng)`` turns it
@@ -170,14 +171,6 @@ class BlockSampler:
         self.volume = np.asarray(volume, np.float32)
         self.depth, self.patch, self.batch_size, self.make = depth, patch, batch_size, make
         self.rng = np.random.default_rng(seed)
-
-    @property
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        self.rng.bit_generator.state = value
 
     def next(self) -> tuple[np.ndarray, ...]:
         samples = [self.make(self._block(), self.rng) for _ in range(self.batch_size)]

@@ -89,6 +89,12 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def write_checkpoint(path: str | Path, **fields) -> None:
+    """Write a method file (atomically) that :func:`read_checkpoint` accepts."""
+    with atomic_path(path) as tmp:
+        torch.save({**fields, "emdiffuse_version": __version__}, tmp)
+
+
 class Method:
     """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
 
@@ -113,10 +119,8 @@ class Method:
 
     def save(self, path: str | Path) -> None:
         self._require_fitted()
-        ckpt = {"method": self.name, "params": self.params, "seed": self.seed, "scale": self.scale,
-                "state": self._state(), "history": self.history, "emdiffuse_version": __version__}
-        with atomic_path(path) as tmp:
-            torch.save(ckpt, tmp)
+        write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, scale=self.scale,
+                         state=self._state(), history=self.history)
 
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device) -> "Method":

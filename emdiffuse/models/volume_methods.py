@@ -19,10 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from emdiffuse import __version__
 from emdiffuse.data.degrade import anisotropic
-from emdiffuse.io import atomic_path
-from emdiffuse.models.methods import REQUIRED, Free, _digest, merge_params, read_checkpoint
+from emdiffuse.models.methods import REQUIRED, Free, _digest, merge_params, read_checkpoint, write_checkpoint
 from emdiffuse.train import train_loop
 from emdiffuse.volumes import (BlockSampler, interpolate_z, output_positions, process_in_chunks,
                                tiled_stack_apply)
@@ -57,10 +55,8 @@ class VolumeMethod:
 
     def save(self, path: str | Path) -> None:
         self._require_fitted()
-        ckpt = {"method": self.name, "params": self.params, "seed": self.seed, "z_factor": self.z_factor,
-                "state": self._state(), "history": self.history, "emdiffuse_version": __version__}
-        with atomic_path(path) as tmp:
-            torch.save(ckpt, tmp)
+        write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, z_factor=self.z_factor,
+                         state=self._state(), history=self.history)
 
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device) -> "VolumeMethod":
