@@ -11,7 +11,7 @@ rule evaluate:
         "logs/evaluate/{task}/{dataset}/{method}.log",
     benchmark:
         "benchmarks/evaluate/{task}/{dataset}/{method}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
