@@ -26,6 +26,26 @@ def check_references(config: dict) -> None:
                     f"tasks.{task}.methods names '{name}', which has no settings under 'methods' "
                     f"(defined: {sorted(methods)})"
                 )
+        if entry.get("pairs", {}).get("source") == "real":
+            _check_real_pairs(task, entry, datasets)
+
+
+def _check_real_pairs(task: str, entry: dict, datasets: dict) -> None:
+    """Real pairs need datasets that carry real acquisitions with the named levels."""
+    pairs = entry["pairs"]
+    if task == "superres" and "factor" not in pairs:
+        raise ConfigError(f"tasks.{task}.pairs.factor: real super-resolution pairs need the pixel-size ratio")
+    for name in entry.get("datasets", []):
+        inputs = datasets[name].get("inputs")
+        if not inputs:
+            raise ConfigError(
+                f"tasks.{task}.pairs.source is 'real' but datasets.{name} (kind '{datasets[name].get('kind')}') "
+                f"has no real acquisitions ('inputs'); use simulated pairs for it"
+            )
+        missing = [level for level in pairs["levels"] if level not in inputs]
+        if missing:
+            raise ConfigError(f"tasks.{task}.pairs.levels names {missing}, not among datasets.{name}.inputs "
+                              f"({sorted(inputs)})")
 
 
 def derived_seed(seed: int, *names: str) -> int:

@@ -1,8 +1,9 @@
 """Dataset registry: each ``kind`` is one small reader returning the same prepared form.
 
-The prepared form is a float32 (z, y, x) volume in [0, 1], its voxel size in nm and a dict of
-binary label volumes on the same grid (possibly empty). Everything downstream is
-dataset-agnostic.
+The prepared form is a float32 (z, y, x) volume in [0, 1], its voxel size in nm, a dict of
+binary label volumes on the same grid (possibly empty) and, for paired data, a dict of real
+degraded acquisitions registered onto the volume (slice for slice; on a coarser grid for
+super-resolution inputs). Everything downstream is dataset-agnostic.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Prepared:
     volume: np.ndarray
     voxel_nm: tuple[float, float, float]
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    acquisitions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _phantom(name: str, entry: dict, seed: int) -> Prepared:
@@ -75,9 +77,11 @@ def prepare(name: str, entry: dict, seed: int) -> Prepared:
     return KINDS[kind](name, entry, seed)
 
 
-def save_prepared(prepared: Prepared, volume_path: str | Path, labels_path: str | Path) -> None:
+def save_prepared(prepared: Prepared, volume_path: str | Path, labels_path: str | Path,
+                  acquisitions_path: str | Path) -> None:
     write_tiff(volume_path, prepared.volume.astype(np.float32), voxel_nm=prepared.voxel_nm)
     save_npz(labels_path, **{k: v.astype(np.uint8) for k, v in prepared.labels.items()})
+    save_npz(acquisitions_path, **{k: v.astype(np.float32) for k, v in prepared.acquisitions.items()})
 
 
 def load_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:

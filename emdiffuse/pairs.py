@@ -80,6 +80,35 @@ def _acquire(volume, z, pairs, rng, optics) -> dict[str, np.ndarray]:
 PAIR_MAKERS = {"denoise": denoise_pairs, "superres": superres_pairs}
 
 
+def real_pairs(volume: np.ndarray, acquisitions: dict[str, np.ndarray], z: np.ndarray, pairs: dict,
+               source: str) -> dict[str, np.ndarray]:
+    """Pairs of real acquisitions (``pairs.levels``, registered when the dataset was prepared)
+    with the volume's slices as ground truth: the paper's own noisy/clean or low/high-resolution scans.
+
+    Every level must be on the grid the task expects (``pairs.factor`` times coarser for
+    super-resolution, the ground truth's grid otherwise).
+    """
+    levels, factor = list(pairs["levels"]), int(pairs.get("factor", 1))
+    missing = [level for level in levels if level not in acquisitions]
+    if missing:
+        raise ValueError(f"{source}: no real acquisitions {missing} (this dataset has {sorted(acquisitions)}); "
+                         f"check the task's pairs.levels against the dataset's inputs")
+    h, w = volume.shape[1] // factor, volume.shape[2] // factor
+    for level in levels:
+        if acquisitions[level].shape != (len(volume), h, w):
+            raise ValueError(f"{source}: acquisition '{level}' has shape {acquisitions[level].shape}, expected "
+                             f"{(len(volume), h, w)} for pairs.factor {factor}")
+    zs = np.repeat(np.asarray(z), len(levels))
+    index = np.tile(np.arange(len(levels)), len(z))
+    return {
+        "inputs": np.stack([acquisitions[levels[k]][zi] for zi, k in zip(zs, index)]).astype(np.float32),
+        "targets": volume[zs, : h * factor, : w * factor].astype(np.float32),
+        "level": index.astype(np.int16),
+        "level_name": np.asarray(levels),
+        "z": zs.astype(np.int32),
+    }
+
+
 def check_pairing(inputs: np.ndarray, targets: np.ndarray, factor: int, source: str) -> None:
     """Refuse pairs whose size ratio is not ``factor`` or whose images are misaligned.
 

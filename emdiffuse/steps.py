@@ -29,28 +29,37 @@ def fetch_dataset(name: str, entry: dict, cache_dir: str, manifest_path: str) ->
                                           "files": [str(p) for p in paths]}, indent=2, default=str))
 
 
-def prepare_dataset(name: str, entry: dict, seed: int, volume_path: str, labels_path: str) -> None:
+def prepare_dataset(name: str, entry: dict, seed: int, volume_path: str, labels_path: str,
+                    acquisitions_path: str) -> None:
     from .datasets import prepare, save_prepared
 
-    save_prepared(prepare(name, entry, seed), volume_path, labels_path)
+    save_prepared(prepare(name, entry, seed), volume_path, labels_path, acquisitions_path)
 
 
 def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, seed: int,
-               train_path: str, test_path: str) -> None:
-    """Cut the prepared volume into train and test slices and degrade them as the task says."""
+               train_path: str, test_path: str, *, acquisitions_path: str | None = None) -> None:
+    """Cut the prepared volume into train and test slices and degrade them as the task says, or,
+    with ``pairs.source: real``, pair them with the dataset's real registered acquisitions."""
     from .datasets import load_volume
-    from .pairs import PAIR_MAKERS, split_slices, spread
+    from .pairs import PAIR_MAKERS, real_pairs, split_slices, spread
 
-    if task not in PAIR_MAKERS:
-        raise ConfigError(f"tasks.{task}: no pair generator for this task (known: {sorted(PAIR_MAKERS)})")
-    make = PAIR_MAKERS[task]
+    pairs_cfg = task_cfg["pairs"]
     volume, _ = load_volume(volume_path)
-    volume = crop_to_multiple(volume, int(task_cfg["pairs"].get("factor", 1)))
+    if pairs_cfg.get("source") == "real":
+        acquisitions = load_npz(acquisitions_path) if acquisitions_path else {}
+
+        def make(volume, z, pairs_cfg, rng):
+            return real_pairs(volume, acquisitions, z, pairs_cfg, f"tasks.{task}.pairs ({volume_path})")
+    elif task in PAIR_MAKERS:
+        make = PAIR_MAKERS[task]
+        volume = crop_to_multiple(volume, int(pairs_cfg.get("factor", 1)))
+    else:
+        raise ConfigError(f"tasks.{task}: no pair generator for this task (known: {sorted(PAIR_MAKERS)})")
     slices = split_slices(volume.shape[0], **split_cfg)
     test_z = spread(slices["test"], task_cfg["test_images"])
     rng = np.random.default_rng(seed)
-    save_npz(train_path, **make(volume, slices["train"], task_cfg["pairs"], rng))
-    save_npz(test_path, **make(volume, test_z, task_cfg["pairs"], rng))
+    save_npz(train_path, **make(volume, slices["train"], pairs_cfg, rng))
+    save_npz(test_path, **make(volume, test_z, pairs_cfg, rng))
 
 
 def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:

@@ -59,6 +59,22 @@ def test_task_naming_a_method_without_settings(default_config):
         check_references(default_config)
 
 
+def test_real_pairs_need_datasets_with_those_acquisitions(default_config):
+    default_config["tasks"]["denoise"]["pairs"] = {"source": "real", "levels": ["1us"]}
+    validate(default_config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"datasets\.phantom_neuropil .*has no real acquisitions"):
+        check_references(default_config)
+    default_config["datasets"]["phantom_neuropil"]["inputs"] = {"2us": "x.tif"}
+    with pytest.raises(ConfigError, match=r"tasks\.denoise\.pairs\.levels names \['1us'\]"):
+        check_references(default_config)
+
+
+def test_real_pairs_need_their_levels(default_config):
+    default_config["tasks"]["denoise"]["pairs"] = {"source": "real"}
+    with pytest.raises(WorkflowError, match="levels"):
+        validate(default_config, SCHEMA)
+
+
 def test_derived_seed_is_stable_and_distinct():
     assert derived_seed(0, "denoise", "a") == derived_seed(0, "denoise", "a")
     assert derived_seed(0, "denoise", "a") != derived_seed(0, "denoise", "b")

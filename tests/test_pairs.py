@@ -46,7 +46,7 @@ def test_denoise_pairs_levels_and_noise_order():
 
 def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
     entry = {"kind": "phantom", "style": "neuropil", "shape": [16, 48, 48], "voxel_nm": [8, 8, 8]}
-    save_prepared(prepare("ph", entry, seed=0), tmp_path / "v.tif", tmp_path / "l.npz")
+    save_prepared(prepare("ph", entry, seed=0), tmp_path / "v.tif", tmp_path / "l.npz", tmp_path / "a.npz")
     volume, voxel = load_volume(tmp_path / "v.tif")
     assert volume.shape == (16, 48, 48) and voxel == (8.0, 8.0, 8.0)
     task = {"test_images": 2, "pairs": PAIRS}

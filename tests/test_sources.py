@@ -169,10 +169,12 @@ def _zenodo_record(www) -> tuple[dict, list[np.ndarray]]:
         for region in (2, 10, 3):
             gt = _smooth((80, 96), seed=region)
             noisy = ndimage.shift(gt.astype(np.float32), (1.5, -2.0), order=3, mode="nearest").astype(np.uint8)
-            for tag, image in (("09", gt), ("04", noisy)):
+            coarse = gt.astype(np.float32).reshape(40, 2, 48, 2).mean(axis=(1, 3))  # 2x the pixel size
+            low = ndimage.shift(coarse, (0.75, 1.25), order=3, mode="nearest").astype(np.uint8)
+            for tag, image in (("4w_09", gt), ("4w_04", noisy), ("2w_01", low)):
                 tiff = io.BytesIO()
                 tifffile.imwrite(tiff, image)
-                archive.writestr(f"EMDiffuse_dataset/brain_train/{region}/Brain__4w_{tag}.tif", tiff.getvalue())
+                archive.writestr(f"EMDiffuse_dataset/brain_train/{region}/Brain__{tag}.tif", tiff.getvalue())
             gts.append(gt)
     path = www / "records" / "123" / "files" / "EMDiffuse_dataset.zip"
     path.parent.mkdir(parents=True)
@@ -184,8 +186,8 @@ def _zenodo_record(www) -> tuple[dict, list[np.ndarray]]:
         "hash": pooch.file_hash(str(path), alg="md5").join(["md5:", ""]),
         "subset": "EMDiffuse_dataset/brain_train",
         "gt": "Brain__4w_09.tif",
-        "inputs": {"0.5us": "Brain__4w_04.tif"},
-        "border": 8,
+        "inputs": {"0.5us": "Brain__4w_04.tif", "sr 1.5us": "Brain__2w_01.tif"},
+        "border": 7,  # rounded up to 8, a multiple of the x2 factor
         "voxel_nm": [3.3, 3.3, 3.3],
     }
     return entry, [gts[0], gts[2], gts[1]]  # regions in natural order: 2, 3, 10
@@ -203,7 +205,39 @@ def test_zenodo_record_is_verified_unzipped_and_registered(server, www, tmp_path
     targets, inputs = zenodo_stacks("pairs", entry, cache)
     assert inputs["0.5us"].shape == targets.shape
     assert np.abs(inputs["0.5us"] - targets).mean() < 0.01
+    # the coarse scan stays on its own grid, registered onto the block-averaged ground truth
+    assert inputs["sr 1.5us"].shape == (3, targets.shape[1] // 2, targets.shape[2] // 2)
+    coarse_truth = targets.reshape(3, targets.shape[1] // 2, 2, -1, 2).mean(axis=(2, 4))
+    assert np.abs(inputs["sr 1.5us"] - coarse_truth)[:, 2:-2, 2:-2].mean() < 0.01
     assert server.paths() == ["/records/123/files/EMDiffuse_dataset.zip"]  # once, then cached
+
+
+@pytest.mark.parametrize("task, levels, factor", [("denoise", ["0.5us"], 1), ("superres", ["sr 1.5us"], 2)])
+def test_real_zenodo_acquisitions_become_the_task_pairs(server, www, tmp_path, monkeypatch, task, levels, factor):
+    """prepare -> make_pairs with ``pairs.source: real``: the real registered scans are the inputs."""
+    from emdiffuse.datasets import save_prepared
+    from emdiffuse.io import load_npz
+    from emdiffuse.pairs import check_pairing
+    from emdiffuse.steps import make_pairs
+
+    entry, _ = _zenodo_record(www)
+    entry["host"] = server.url
+    prepared = read_zenodo("pairs", entry, tmp_path / "raw", seed=0)
+    paths = {k: tmp_path / f"{k}.{ext}" for k, ext in (("volume", "tif"), ("labels", "npz"), ("acq", "npz"))}
+    save_prepared(prepared, paths["volume"], paths["labels"], paths["acq"])
+    pairs = {"source": "real", "levels": levels, **({"factor": factor} if factor > 1 else {})}
+    make_pairs(task, {"test_images": 1, "pairs": pairs}, {"test_fraction": 0.34, "gap": 0, "slice_step": 1},
+               paths["volume"], 0, tmp_path / "train.npz", tmp_path / "test.npz", acquisitions_path=paths["acq"])
+    train, test = load_npz(tmp_path / "train.npz"), load_npz(tmp_path / "test.npz")
+    assert list(train["z"]) == [0, 1] and list(test["z"]) == [2]
+    assert list(test["level_name"]) == levels
+    np.testing.assert_array_equal(test["inputs"][0], prepared.acquisitions[levels[0]][2])
+    np.testing.assert_array_equal(test["targets"][0], prepared.volume[2])
+    check_pairing(train["inputs"], train["targets"], factor, "real pairs")  # aligned, right factor
+    with pytest.raises(ValueError, match="no real acquisitions"):
+        make_pairs(task, {"test_images": 1, "pairs": {**pairs, "levels": ["9us"]}},
+                   {"test_fraction": 0.34, "gap": 0, "slice_step": 1}, paths["volume"], 0,
+                   tmp_path / "x.npz", tmp_path / "y.npz", acquisitions_path=paths["acq"])
 
 
 # --- chunked arrays read by region --------------------------------------------------------------

@@ -69,21 +69,25 @@ def _unzipped(archive: Path) -> Path:
 
 
 def read_zenodo(name: str, entry: dict, cache_dir: Path, seed: int) -> Prepared:
-    """The ground-truth images of the configured regions, stacked along z (labels: none)."""
+    """The ground-truth images of the configured regions stacked along z, with the real degraded
+    acquisitions (``inputs``) registered onto them, for tasks whose pairs are ``source: real``."""
     from ..datasets import Prepared
 
-    gts, _ = zenodo_stacks(name, entry, cache_dir, with_inputs=False)
-    return Prepared(gts, voxel_nm(entry), {})
+    gts, acquisitions = zenodo_stacks(name, entry, cache_dir)
+    return Prepared(gts, voxel_nm(entry), {}, acquisitions)
 
 
 def zenodo_stacks(
     name: str, entry: dict, cache_dir: Path, with_inputs: bool = True
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Ground truth ``<subset>/<region>/<gt>`` per region and each real noisy acquisition
-    (``inputs``: level -> file name) registered onto it, as float32 [0, 1] (z, y, x) stacks.
+    """Ground truth ``<subset>/<region>/<gt>`` per region and each real acquisition (``inputs``:
+    level -> file name) registered onto it, as float32 [0, 1] (z, y, x) stacks.
 
-    Regions are independent 2D fields of view, stacked along z; ``border`` pixels are dropped at
-    each edge (registration leaves them invalid), and every image is cut to the smallest common size.
+    Regions are independent 2D fields of view, stacked along z. An acquisition at a coarser pixel
+    size (super-resolution inputs: an integer ``factor`` times smaller) is registered onto the
+    ground truth block-averaged to its grid and stays on that grid. ``border`` ground-truth pixels
+    are dropped at each edge (registration leaves them invalid) and every image is cut to the
+    smallest common size, a multiple of each factor so coarse and fine cuts cover the same area.
     """
     root = fetch_zenodo(name, entry, cache_dir) / entry["subset"]
     regions = entry.get("regions") or sorted((p.name for p in root.iterdir() if p.is_dir()), key=_natural)
@@ -91,16 +95,39 @@ def zenodo_stacks(
         raise ConfigError(f"datasets.{name}.subset: no region folders under {root}")
     norm, register = entry.get("normalize", {}), entry.get("register", {})
     levels = entry["inputs"] if with_inputs else {}
-    gts, inputs = [], {level: [] for level in levels}
+    gts, inputs, factors = [], {level: [] for level in levels}, {}
     for region in map(str, regions):
         gt = normalize(_image(root / region / entry["gt"]), norm)
         gts.append(gt)
         for level, filename in levels.items():
-            moving = normalize(_image(root / region / filename), norm)
-            aligned, _ = register_pair(moving, gt, register.get("upsample", 50), register.get("optical_flow", False))
+            path = root / region / filename
+            moving = normalize(_image(path), norm)
+            factor = _scale_factor(moving.shape, gt.shape, path)
+            if factors.setdefault(level, factor) != factor:
+                raise ValueError(f"{path}: pixel size ratio x{factor} differs from x{factors[level]} in other regions")
+            fixed = _block_mean(gt, factor)[: moving.shape[0], : moving.shape[1]]
+            moving = moving[: fixed.shape[0], : fixed.shape[1]]
+            aligned, _ = register_pair(moving, fixed, register.get("upsample", 50), register.get("optical_flow", False))
             inputs[level].append(aligned)
-    cut = _common_cut(gts, entry.get("border", 32))
-    return np.stack([g[cut] for g in gts]), {level: np.stack([im[cut] for im in ims]) for level, ims in inputs.items()}
+    step = int(np.lcm.reduce([1, *factors.values()]))
+    cut = _common_cut(gts, entry.get("border", 32), step)
+    return np.stack([g[cut] for g in gts]), {
+        level: np.stack([im[_coarse(cut, factors[level])] for im in ims]) for level, ims in inputs.items()
+    }
+
+
+def _scale_factor(coarse: tuple[int, int], fine: tuple[int, int], path: Path) -> int:
+    """The integer pixel-size ratio between an acquisition and its ground truth (1 for denoising)."""
+    factor = int(round(fine[1] / coarse[1]))
+    if factor < 1 or any(abs(f / factor - c) > 1 for f, c in zip(fine, coarse)):
+        raise ValueError(f"{path}: shape {coarse} is not an integer down-scaling of the ground truth {fine}")
+    return factor
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """The image on a ``factor`` times coarser grid (each coarse pixel integrates factor^2 fine ones)."""
+    h, w = (n - n % factor for n in image.shape)
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
 
 
 def _image(path: Path) -> np.ndarray:
@@ -110,11 +137,18 @@ def _image(path: Path) -> np.ndarray:
     return image
 
 
-def _common_cut(images: list[np.ndarray], border: int) -> tuple[slice, slice]:
+def _common_cut(images: list[np.ndarray], border: int, step: int = 1) -> tuple[slice, slice]:
+    """Same-size cut of every image without ``border`` pixels, starting and sized on multiples of ``step``."""
     h, w = np.min([im.shape for im in images], axis=0)
-    if min(h, w) <= 2 * border:
+    start = -(-border // step) * step
+    size_h, size_w = ((n - 2 * start) // step * step for n in (h, w))
+    if min(size_h, size_w) <= 0:
         raise ValueError(f"images of {h}x{w} pixels are too small for a {border}-pixel border")
-    return slice(border, h - border), slice(border, w - border)
+    return slice(start, start + size_h), slice(start, start + size_w)
+
+
+def _coarse(cut: tuple[slice, slice], factor: int) -> tuple[slice, slice]:
+    return tuple(slice(s.start // factor, s.stop // factor) for s in cut)
 
 
 def _natural(name: str):

@@ -24,6 +24,7 @@ rule prepare_dataset:
     output:
         volume="data/prepared/{dataset}/volume.tif",
         labels="data/prepared/{dataset}/labels.npz",
+        acquisitions="data/prepared/{dataset}/acquisitions.npz",
     params:
         entry=dataset_entry,
         seed=config["seed"],
@@ -44,6 +45,7 @@ rule prepare_dataset:
 rule make_pairs:
     input:
         volume="data/prepared/{dataset}/volume.tif",
+        acquisitions="data/prepared/{dataset}/acquisitions.npz",
     output:
         train="data/pairs/{task}/{dataset}/train.npz",
         test="data/pairs/{task}/{dataset}/test.npz",

@@ -12,4 +12,5 @@ make_pairs(
     snakemake.params.seed,
     snakemake.output.train,
     snakemake.output.test,
+    acquisitions_path=snakemake.input.acquisitions,
 )

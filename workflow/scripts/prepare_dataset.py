@@ -10,4 +10,5 @@ prepare_dataset(
     snakemake.params.seed,
     snakemake.output.volume,
     snakemake.output.labels,
+    snakemake.output.acquisitions,
 )
