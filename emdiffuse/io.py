@@ -111,27 +111,55 @@ def _tiff_voxel_nm(tif, ndim: int) -> tuple[float, ...] | None:
     return (float(y_nm), float(x_nm))
 
 
-def write_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
-    """Write a Zarr (v2) array with its voxel size; built in a temporary directory, then renamed."""
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh directory beside ``path`` that replaces ``path`` only when the block succeeds
+    (directory formats like Zarr cannot be renamed over file by file)."""
     import shutil
-
-    import zarr
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        chunks = (1,) * (array.ndim - 2) + tuple(min(s, 512) for s in array.shape[-2:])
-        z = zarr.create_array(store=str(tmp / "a"), shape=array.shape, dtype=array.dtype, chunks=chunks,
-                              zarr_format=2)
-        z[...] = array
-        if voxel_nm is not None:
-            z.attrs["voxel_size_nm"] = [float(v) for v in voxel_nm]
+        yield tmp / "out"
         if path.exists():
             shutil.rmtree(path)
-        os.replace(tmp / "a", path)
+        os.replace(tmp / "out", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+    """Write a Zarr (v2) array atomically, 2D chunks of at most 512², voxel size in its attributes."""
+    with atomic_dir(path) as tmp:
+        _zarr_array(tmp, array, voxel_nm)
+
+
+def _zarr_array(path: Path, array: np.ndarray, voxel_nm) -> None:
+    import zarr
+
+    chunks = (1,) * (array.ndim - 2) + tuple(min(s, 512) for s in array.shape[-2:])
+    z = zarr.create_array(store=str(path), shape=array.shape, dtype=array.dtype, chunks=chunks, zarr_format=2)
+    z[...] = array
+    if voxel_nm is not None:
+        z.attrs["voxel_size_nm"] = [float(v) for v in voxel_nm]
+
+
+def write_ome_zarr(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[float, ...] | None) -> None:
+    """A (z, y, x) volume as OME-Zarr v0.4 (one scale level, ``multiscales`` with the voxel size in nm), atomically."""
+    import json
+
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        _zarr_array(tmp / "0", volume, voxel_nm)
+        scale = [float(v) for v in voxel_nm] if voxel_nm is not None else [1.0, 1.0, 1.0]
+        multiscales = [{
+            "version": "0.4", "name": path.stem,
+            "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        }]
+        (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        (tmp / ".zattrs").write_text(json.dumps({"multiscales": multiscales}))
 
 
 def read_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:

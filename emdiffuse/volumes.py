@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
 from emdiffuse.patches import SeededSampler
-from emdiffuse.io import read_image, read_zarr, write_tiff, write_zarr
+from emdiffuse.io import read_image, read_zarr, write_ome_zarr, write_tiff
 from emdiffuse.predict import tiled_apply
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
@@ -224,29 +222,9 @@ def write_volume(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[fl
     if suffix in (".tif", ".tiff"):
         write_tiff(path, volume, voxel_nm)
     elif suffix == ".zarr":
-        _write_ome_zarr(path, volume, voxel_nm)
+        write_ome_zarr(path, volume, voxel_nm)
     else:
         raise ValueError(f"{path}: unsupported volume format '{suffix}'; expected .tif, .tiff or .zarr")
-
-
-def _write_ome_zarr(path: Path, volume: np.ndarray, voxel_nm) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write_zarr(tmp / "0", volume, voxel_nm)
-        scale = [float(v) for v in voxel_nm] if voxel_nm is not None else [1.0, 1.0, 1.0]
-        multiscales = [{
-            "version": "0.4", "name": path.stem,
-            "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }]
-        (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        (tmp / ".zattrs").write_text(json.dumps({"multiscales": multiscales}))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_factor(z_factor: int) -> None:
