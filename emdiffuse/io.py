@@ -187,11 +187,13 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] |
     raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None,
+                *, ome: bool = False) -> None:
+    """TIFF or Zarr by the file name; ``ome``: a (z, y, x) volume as OME-Zarr rather than a bare array."""
     suffix = Path(path).suffix.lower()
     if suffix in (".tif", ".tiff"):
         write_tiff(path, array, voxel_nm)
     elif suffix == ".zarr":
-        write_zarr(path, array, voxel_nm)
+        (write_ome_zarr if ome else write_zarr)(path, array, voxel_nm)
     else:
         raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")

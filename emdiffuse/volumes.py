@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
 from emdiffuse.patches import SeededSampler
-from emdiffuse.io import read_image, read_zarr, write_ome_zarr, write_tiff
+from emdiffuse.io import read_image, read_zarr, write_image
 from emdiffuse.predict import tiled_apply
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
@@ -217,14 +217,7 @@ def write_volume(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[fl
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"{path}: expected a (z, y, x) volume, got shape {volume.shape}")
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        write_tiff(path, volume, voxel_nm)
-    elif suffix == ".zarr":
-        write_ome_zarr(path, volume, voxel_nm)
-    else:
-        raise ValueError(f"{path}: unsupported volume format '{suffix}'; expected .tif, .tiff or .zarr")
+    write_image(path, volume, voxel_nm, ome=True)
 
 
 def _check_factor(z_factor: int) -> None:
