@@ -149,6 +149,9 @@ def train_loop(
         log(f"{checkpoint_path}: resuming at iteration {start}{goal}")
     if iterations is not None and start > iterations:
         raise ValueError(f"{checkpoint_path}: checkpoint is at iteration {start}, beyond the requested {iterations}")
+    if seconds is not None and len(history) > 1 and history[-2]["seconds"] >= seconds:  # deadline passed before
+        raise ValueError(f"{checkpoint_path}: checkpoint has {history[-1]['seconds']:.1f} s of training, beyond "
+                         f"the requested {seconds:g} s; delete it to start afresh")
 
     model.train()
     t0, seconds0 = time.perf_counter(), history[-1]["seconds"] if history else 0.0

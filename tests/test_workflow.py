@@ -132,6 +132,19 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
 
 
 @pytest.mark.workflow
+def test_same_steps_budget_reaches_every_train_job(repo, tmp_path, test_config):
+    """`budget: {mode: steps}` overrides each method's own iterations in the workflow's train jobs."""
+    test_config["budget"] = {"mode": "steps", "steps": 3}
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text(yaml.safe_dump(test_config))
+    models = "results/models/denoise/phantom_neuropil"
+    snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={cfg}",
+              *(f"{models}/{m}/history.csv" for m in ["care", "rcan"]))
+    for method in ["care", "rcan"]:
+        assert list(pd.read_csv(tmp_path / models / method / "history.csv")["iteration"]) == [1, 2, 3]
+
+
+@pytest.mark.workflow
 def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
     """A user's own TIFF stack becomes a dataset by one config entry; the whole table is built on it."""
     from emdiffuse.data.phantom import generate_volume
