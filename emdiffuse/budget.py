@@ -16,10 +16,6 @@ from .config import ConfigError
 MODES = ("own", "steps", "seconds")
 
 
-def budget_mode(config: dict) -> str:
-    return (config.get("budget") or {}).get("mode", "own")
-
-
 def check_budget(config: dict) -> None:
     """The values a mode needs are given, and none that it would silently ignore."""
     budget = config.get("budget") or {}

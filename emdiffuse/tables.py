@@ -123,8 +123,11 @@ def describe_budget(method: str, params: dict, trained: dict[str, dict] | None =
     train = params.get("train")
     if not train:
         return "not learned (reference)"
-    asked = f"{train['iterations']} iterations" if train.get("seconds") is None else (
-        f"{train['seconds']:g} s of training" + (f" (cap {train['iterations']} iterations)" if train["iterations"] else ""))
+    if train.get("seconds") is None:
+        asked = f"{train['iterations']} iterations"
+    else:
+        asked = f"{train['seconds']:g} s of training" + (f" (cap {train['iterations']} iterations)"
+                                                         if train["iterations"] else "")
     given = {"batch": train.get("batch_size"), "patch": train.get("patch"), "lr": train.get("lr")}
     text = ", ".join([asked] + [f"{k} {v:g}" for k, v in given.items() if v is not None])  # unset: method default
     sample = params.get("sample")
