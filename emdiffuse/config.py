@@ -10,7 +10,11 @@ class ConfigError(ValueError):
 
 
 def check_references(config: dict) -> None:
-    """Every dataset and method a task names must be defined in the config."""
+    """Every dataset and method a task names must be defined in the config; the ``budget`` block
+    gives what its mode needs and nothing it would ignore."""
+    from .budget import check_budget
+
+    check_budget(config)
     datasets = config.get("datasets", {})
     methods = config.get("methods", {})
     for task, entry in config.get("tasks", {}).items():

@@ -121,16 +121,44 @@ def evaluate(task: str, dataset: str, method: str, predictions_path: str, pairs_
 
 
 def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[str],
-          budgets: dict[str, str], csv_path: str, md_path: str, *, threshold: float) -> None:
+          budgets: dict[str, str], csv_path: str, md_path: str, *, threshold: float,
+          model_paths: list[str] = (), budget: dict | None = None) -> None:
+    """Summary CSV and Markdown of a task. ``budgets``: method -> what the config gave it; the
+    budgets the trained models actually got are read from ``model_paths``
+    (``.../{dataset}/{method}/model.pt``) into the CSV's budget columns and the Markdown, and
+    ``budget`` (the config block) says how they were set."""
+    from .budget import describe_mode
     from .io import atomic_path
-    from .tables import summarize, to_markdown
+    from .tables import budget_columns, describe_trained, summarize, to_markdown
 
     rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
+    trained = trained_budgets(model_paths)
     summary = summarize(rows, metrics, methods)
+    if model_paths:
+        summary = budget_columns(summary, trained)
     with atomic_path(csv_path) as tmp:
         summary.to_csv(tmp, index=False)
+    budgets = {m: text + describe_trained({d: got for (d, mm), got in trained.items() if mm == m})
+               for m, text in budgets.items()}
+    note = describe_mode(budget) if budget is not None else None
     write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets,
-                                    threshold=threshold))
+                                    threshold=threshold, budget_note=note))
+
+
+def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:
+    """(dataset, method) -> the budget a trained model got (:meth:`Method.budget`, stored in its
+    file); the key comes from the workflow's ``results/models/{task}/{dataset}/{method}/model.pt``."""
+    from .models.methods import read_checkpoint, training_budget
+
+    out = {}
+    for path in model_paths:
+        ckpt = read_checkpoint(path)
+        train = ckpt["params"].get("train")
+        got = ckpt.get("budget")  # files from before budgets were recorded: the history and params
+        if got is None and train:
+            got = training_budget(ckpt["history"], train.get("batch_size"), train.get("patch"))
+        out[(Path(path).parent.parent.name, Path(path).parent.name)] = got or {}
+    return out
 
 
 def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: str, md_path: str,

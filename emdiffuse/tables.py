@@ -91,7 +91,7 @@ def _cell(r: pd.Series, m: str, best: float) -> str:
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str],
-                threshold: float = PAPER_THRESHOLD) -> str:
+                threshold: float = PAPER_THRESHOLD, budget_note: str | None = None) -> str:
     """A readable table: mean ± std [95% CI] per metric, best value per block in bold."""
     reliability = "reliability_mean" in table
     header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
@@ -112,21 +112,48 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
     if reliability:
         lines += [f"Reliability: 99th percentile of the K-sample std map in [0, 1] units, mean over images; "
                   f"(flagged): images above the threshold {threshold:g}."]
-    lines += ["", "Budgets:", ""]
+    lines += ["", "Budgets:", ""] + ([budget_note, ""] if budget_note else [])
     lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
     return "\n".join(lines) + "\n"
 
 
-def describe_budget(method: str, params: dict) -> str:
-    """One line stating what a method was given: iterations, batch, patch, sampling."""
+def describe_budget(method: str, params: dict, trained: dict[str, dict] | None = None) -> str:
+    """One line stating what a method was given (iterations or seconds, batch, patch, sampling)
+    and, from ``trained`` (dataset -> :meth:`Method.budget` of the trained model), what it got."""
     train = params.get("train")
     if not train:
         return "not learned (reference)"
-    text = f"{train['iterations']} iterations, batch {train['batch_size']}, patch {train['patch']}, lr {train['lr']:g}"
+    if train.get("seconds") is None:
+        asked = f"{train['iterations']} iterations"
+    else:
+        asked = f"{train['seconds']:g} s of training" + (f" (cap {train['iterations']} iterations)"
+                                                         if train["iterations"] else "")
+    given = {"batch": train.get("batch_size"), "patch": train.get("patch"), "lr": train.get("lr")}
+    text = ", ".join([asked] + [f"{k} {v:g}" for k, v in given.items() if v is not None])  # unset: method default
     sample = params.get("sample")
     if sample:
         text += f"; sampler {sample['sampler']}, {sample['steps']} steps, K={sample['samples']} samples"
     model = params.get("model", {})
     if "preset" in model:
         text += f"; network preset {model['preset']}"
-    return text
+    return text + describe_trained(trained or {})
+
+
+def describe_trained(trained: dict[str, dict]) -> str:
+    """What training actually got per dataset (dataset -> :meth:`Method.budget`), appended to a
+    budget line; empty for a method that is not learned."""
+    return "".join(f"; trained on {dataset}: {got['iterations']} iterations in {got['seconds']:.1f} s, "
+                   f"batch {got['batch_size']}, patch {got['patch']}" for dataset, got in trained.items() if got)
+
+
+BUDGET_COLUMNS = ["iterations", "train_seconds", "batch_size", "patch"]
+
+
+def budget_columns(table: pd.DataFrame, trained: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """The table with the budget each (dataset, method) actually got as columns (empty for the
+    non-learned reference)."""
+    def value(row, key):
+        got = trained.get((row["dataset"], row["method"])) or {}
+        return got.get("seconds" if key == "train_seconds" else key, np.nan)
+
+    return table.assign(**{key: [value(r, key) for _, r in table.iterrows()] for key in BUDGET_COLUMNS})

@@ -8,6 +8,7 @@ optimiser, schedulers, the patch sampler's RNG state, torch's RNG state and the 
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,33 @@ class TrainResult:
     history: list[dict]
 
 
+class ProgressSchedule:
+    """A whole-run LR schedule laid out over the run's *progress* (0 to 1) instead of its iterations.
+
+    ``scheduler`` is a torch scheduler built for ``resolution`` steps (e.g. a one-cycle); the
+    training loop advances it to ``progress * resolution`` after every iteration, where progress
+    is the larger of the share of iterations done and the share of the wall-clock budget used.
+    This lets a schedule that must span the whole run (PSSR's one-cycle) span a ``seconds`` budget,
+    whose number of iterations is unknown in advance.
+    """
+
+    def __init__(self, scheduler, resolution: int):
+        self.scheduler, self.resolution, self.done = scheduler, int(resolution), 0
+
+    def advance(self, progress: float) -> None:
+        target = min(int(progress * self.resolution), self.resolution)
+        while self.done < target:
+            self.scheduler.step()
+            self.done += 1
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.done = state["done"]
+
+
 class EMA:
     """Exponential moving average of weights, updated every step (official decay 0.9999)."""
 
@@ -52,7 +80,7 @@ def train_loop(
     loss_fn: Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
     sampler: PatchSampler,
     *,
-    iterations: int,
+    iterations: int | None,
     lr: float,
     optimizer: str = "adam",
     adam_eps: float = 1e-8,
@@ -66,6 +94,7 @@ def train_loop(
     checkpoint_every: int,
     device: torch.device,
     seed: int,
+    seconds: float | None = None,
     amp: bool = False,
     meta: dict | None = None,
     callback: Callable[[int], None] | None = None,
@@ -79,7 +108,13 @@ def train_loop(
     ``plateau``: ``{"every": n, **ReduceLROnPlateau kwargs}``; every ``n`` iterations (an "epoch")
     the scheduler steps on the mean training loss of that epoch (CARE; there is no validation set).
     ``scheduler(optimizer)``: builds any torch LR scheduler (StepLR, OneCycleLR, ...), stepped after
-    every iteration and checkpointed like the optimiser (RCAN, PSSR).
+    every iteration and checkpointed like the optimiser (RCAN, PSSR); a :class:`ProgressSchedule`
+    is advanced to the run's progress instead.
+    ``seconds``: a wall-clock budget. Training stops after the first iteration whose cumulative
+    training time (the history's ``seconds``, which a resumed run continues) reaches it, and
+    checkpoints there, so a killed run still resumes and a finished one is not retrained.
+    ``iterations`` is then a cap (None: none). Time lost between the last checkpoint and a kill
+    is not counted. How many iterations fit depends on the machine: not reproducible.
     ``meta``: anything that must match for a checkpoint to be resumed (e.g. the method params);
     a mismatch is an error rather than a silent resume of a different run.
     ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
@@ -87,6 +122,8 @@ def train_loop(
     elsewhere, since CPU autocast does not speed up training.
     """
     checkpoint_path = Path(checkpoint_path)
+    if iterations is None and seconds is None:
+        raise ValueError("train_loop: give iterations, seconds or both")
     model.to(device)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     opt = _optimizer(model, optimizer, lr, adam_eps, betas, weight_decay)
@@ -107,14 +144,22 @@ def train_loop(
     start, history = 0, []
     if checkpoint_path.exists():
         start, history = _resume(checkpoint_path, parts, sampler, meta, device)
-        log(f"{checkpoint_path}: resuming at iteration {start}/{iterations}")
-    if start > iterations:
+        goal = f"/{iterations}" if iterations is not None else ""
+        goal += f" (deadline {seconds:g} s, {history[-1]['seconds'] if history else 0.0:.1f} s done)" if seconds else ""
+        log(f"{checkpoint_path}: resuming at iteration {start}{goal}")
+    if iterations is not None and start > iterations:
         raise ValueError(f"{checkpoint_path}: checkpoint is at iteration {start}, beyond the requested {iterations}")
+    if seconds is not None and len(history) > 1 and history[-2]["seconds"] >= seconds:  # deadline passed before
+        raise ValueError(f"{checkpoint_path}: checkpoint has {history[-1]['seconds']:.1f} s of training, beyond "
+                         f"the requested {seconds:g} s; delete it to start afresh")
 
     model.train()
     t0, seconds0 = time.perf_counter(), history[-1]["seconds"] if history else 0.0
     bar = tqdm(total=iterations, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
-    for it in range(start + 1, iterations + 1):
+    steps = range(start + 1, iterations + 1) if iterations is not None else itertools.count(start + 1)
+    for it in steps:
+        if seconds is not None and history and history[-1]["seconds"] >= seconds:
+            break  # the deadline was reached (also: a resumed run that had already reached it)
         batch = tuple(torch.from_numpy(a).to(device) for a in sampler.next())
         step_lr = opt.param_groups[0]["lr"]
         loss = _step(model, loss_fn, batch, opt, scaler, amp_dtype, device)
@@ -125,9 +170,12 @@ def train_loop(
             warm.step()
         if plat is not None and it % plateau["every"] == 0:
             plat.step(float(np.mean([h["loss"] for h in history[-plateau["every"] :]])))
-        if sched is not None:
+        if isinstance(sched, ProgressSchedule):
+            sched.advance(_progress(it, iterations, history[-1]["seconds"], seconds))
+        elif sched is not None:
             sched.step()
-        if it % checkpoint_every == 0 or it == iterations:
+        out_of_time = seconds is not None and history[-1]["seconds"] >= seconds
+        if it % checkpoint_every == 0 or it == iterations or out_of_time:
             _save(checkpoint_path, it, parts, sampler, history, meta, device)
         bar.update()
         bar.set_postfix(loss=f"{loss:.4g}", lr=f"{step_lr:.3g}", refresh=False)
@@ -136,6 +184,12 @@ def train_loop(
     bar.close()
     model.eval()
     return TrainResult(model, ema.model if ema is not None else None, history)
+
+
+def _progress(it: int, iterations: int | None, elapsed: float, seconds: float | None) -> float:
+    """Share of the run done: of its iterations, or of its seconds, whichever is further."""
+    done = it / iterations if iterations else 0.0
+    return min(1.0, max(done, elapsed / seconds if seconds else 0.0))
 
 
 def _optimizer(model: nn.Module, name: str, lr: float, eps: float, betas, weight_decay: float) -> torch.optim.Optimizer:

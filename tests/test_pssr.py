@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from test_methods import CPU, QUIET, toy_pairs
 from test_rcan import assert_resume_matches_uninterrupted, n_params, one_thread  # noqa: F401 (fixture)
 
@@ -16,18 +17,23 @@ TINY = {"model": {"width_mult": 1 / 16},
         "predict": {"tile": 32, "overlap": 8}}
 
 
-def pssr_reference_count(n_in=1, n_out=1):
+def pssr_reference_count(n_in=1, n_out=1, width=1.0, layers=(3, 4, 6, 3)):
     """Parameters of ``wnres_unet_model(wnresnet34)`` from the reference layers. A weight-normed conv
     holds v (out x in x k x k) and g (out), plus a bias in fastai's ``conv_layer`` (not in PSSR's
-    encoder); BatchNorm holds 2 x C; SelfAttention q, k (C x C/8), v (C x C) and gamma."""
+    encoder); BatchNorm holds 2 x C; SelfAttention q, k (C x C/8), v (C x C) and gamma. ``width``
+    scales every channel count of the encoder (the decoder follows from it), ``layers`` sets the
+    blocks per stage (a CPU-size copy)."""
+    c = lambda n: max(1, round(n * width))  # noqa: E731
     wn = lambda cin, cout, k, bias=True: cout * cin * k * k + cout + cout * bias  # noqa: E731
-    total = wn(n_in, 32, 3, False) + wn(32, 32, 3, False) + wn(32, 64, 3, False)  # stem
-    for cin, cout, blocks in [(64, 64, 3), (64, 128, 4), (128, 256, 6), (256, 512, 3)]:
+    total = wn(n_in, c(32), 3, False) + wn(c(32), c(32), 3, False) + wn(c(32), c(64), 3, False)  # stem
+    stages = list(zip([c(64), c(64), c(128), c(256)], [c(64), c(128), c(256), c(512)], layers))
+    for cin, cout, blocks in stages:
         total += wn(cin, cout, 1, False) * (cin != cout)  # idconv
         total += wn(cin, cout, 1, False) + (blocks - 1) * wn(cout, cout, 1, False) + blocks * wn(cout, cout, 3, False)
-    total += 2 * 512 + wn(512, 1024, 3) + wn(1024, 512, 3)  # BN + middle conv
-    up = 512
-    for i, skip in enumerate([512, 256, 128, 64, 64]):  # hooks: layer4, layer3, layer2, layer1, stem
+    bottom = c(512)
+    total += 2 * bottom + wn(bottom, 2 * bottom, 3) + wn(2 * bottom, bottom, 3)  # BN + middle conv
+    up = bottom
+    for i, skip in enumerate([c(512), c(256), c(128), c(64), c(64)]):  # hooks: layer4..layer1, stem
         cin = up // 2 + skip
         nf = cin // 2 if i == 4 else cin
         total += wn(up, (up // 2) * 4, 1) + 2 * skip + wn(cin, nf, 3) + wn(nf, nf, 3)
@@ -40,6 +46,23 @@ def pssr_reference_count(n_in=1, n_out=1):
 def test_parameter_count_matches_the_reference_layer_arithmetic():
     assert n_params(PSSRUNet(scale=2)) == pssr_reference_count() == 48_945_614
     assert n_params(PSSRUNet(scale=4, n_in=5)) == pssr_reference_count(n_in=5)  # PSSR's multi-frame input
+    assert n_params(PSSRUNet(1, width_mult=0.25, layers=(2, 2, 2, 2))) == pssr_reference_count(width=0.25,
+                                                                                                layers=(2, 2, 2, 2))
+
+
+@pytest.mark.parametrize("name, count", [("config.yaml", 768_934), ("test.yaml", 157_248)])
+def test_parameter_counts_of_the_shipped_cpu_sizes(repo, name, count):
+    """The documented sizes of config/README.md (the same for both tasks: the scale adds no weights)."""
+    model = yaml.safe_load((repo / "config" / name).read_text())["methods"]["pssr"]["model"]
+    nets = [PSSRUNet(scale, **model) for scale in (1, 2)]
+    layers = model.get("layers", (3, 4, 6, 3))
+    assert [n_params(n) for n in nets] == [pssr_reference_count(width=model["width_mult"], layers=layers)] * 2
+    assert n_params(nets[0]) == count
+
+
+def test_layers_must_be_four_positive_counts():
+    with pytest.raises(ValueError, match=r"pssr.model.layers: \[2, 2\]"):
+        PSSRUNet(1, layers=(2, 2))
 
 
 @pytest.mark.parametrize("scale,size", [(1, 64), (2, 32), (4, 16)])

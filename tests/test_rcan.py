@@ -4,6 +4,7 @@ step schedule, fit/save/load/predict, resume after a kill)."""
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_methods import CPU, QUIET, toy_pairs
 
 from emdiffuse.models import baselines
@@ -43,6 +44,21 @@ def test_parameter_counts_match_the_reference_implementations():
     rgb = n_params(RCAN(10, 20, 64, 16, scale=2, n_colors=3))
     assert rgb == rcan_reference_count(10, 20, 64, 16, 2, colors=3) and round(rgb / 1e6, 1) == 15.4  # paper: 15.4M
     assert n_params(RCAN(5, 3, 32, 8, scale=1)) == rcan_reference_count(5, 3, 32, 8, 1) == 337_917  # 3D-RCAN, 2D
+
+
+@pytest.mark.parametrize("name, counts", [("config.yaml", (38_313, 47_593)), ("test.yaml", (2_531, 4_867))])
+def test_parameter_counts_of_the_shipped_cpu_sizes(repo, name, counts):
+    """The documented sizes of config/README.md: denoising (no tail) and x2 super-resolution."""
+    params = yaml.safe_load((repo / "config" / name).read_text())["methods"]["rcan"]
+    method = build_method("rcan", params, device=CPU, seed=0)
+    got = []
+    for scale in (1, 2):
+        method.scale = scale
+        net = method._network()
+        assert n_params(net) == rcan_reference_count(*(params["model"][k] for k in
+                                                      ("n_resgroups", "n_resblocks", "n_feats", "reduction")), scale)
+        got.append(n_params(net))
+    assert tuple(got) == counts
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])

@@ -21,7 +21,7 @@ from emdiffuse.models.pssr import PSSRUNet
 from emdiffuse.models.rcan import RCAN
 from emdiffuse.patches import PatchSampler
 from emdiffuse.predict import tiled_apply
-from emdiffuse.train import train_loop
+from emdiffuse.train import ProgressSchedule, train_loop
 
 
 class LowResInputMethod(Method):
@@ -69,10 +69,6 @@ class LowResInputMethod(Method):
     def _sampler(self, x, y) -> PatchSampler:
         patch = self._input_size(self._train_value("patch"), "train.patch")
         return PatchSampler(x, y, patch, self._train_value("batch_size"), self.seed, augment=True)
-
-    def _train_value(self, key: str):
-        """``params.train[key]``; RCAN fills unset (None) values from its variant."""
-        return self.params["train"][key]
 
     def _state(self):
         return {"net": self.net.state_dict()}
@@ -134,8 +130,8 @@ class RCANMethod(LowResInputMethod):
     DEFAULTS = {
         "variant": "auto",
         "model": {"n_resgroups": None, "n_resblocks": None, "n_feats": None, "reduction": None, "res_scale": 1.0},
-        "train": {"iterations": REQUIRED, "batch_size": None, "patch": None, "lr": 1e-4, "lr_step": None,
-                  "checkpoint_every": 1000},
+        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": None, "patch": None, "lr": 1e-4,
+                  "lr_step": None, "checkpoint_every": 1000},
         "normalize": {"pmin": 2.0, "pmax": 99.9},
         "predict": {"tile": 256, "overlap": 32, "batch": 4},
     }
@@ -170,11 +166,15 @@ class RCANMethod(LowResInputMethod):
             self.net.data_mean.fill_(float(y.mean()))
         result = train_loop(
             self.net, lambda batch: F.l1_loss(self.net(batch[0]), batch[1]), self._sampler(x, y),
-            iterations=t["iterations"], lr=t["lr"],
+            iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
             scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, lr_step, gamma=0.5),
             checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
             seed=self.seed, meta=self._meta(inputs, targets), progress=progress, log=log)
         return result.history
+
+
+#: with a ``seconds`` budget PSSR's one-cycle is laid out over this many steps of the run's progress
+CYCLE_RESOLUTION = 1000
 
 
 class PSSRMethod(LowResInputMethod):
@@ -185,15 +185,18 @@ class PSSRMethod(LowResInputMethod):
 
     Deviations: the normalisation statistics are those of all training inputs (fastai takes one
     batch); no rotate/zoom augmentation; patch 256 (PSSR: 512 HR tiles) so 256-px denoising pairs
-    fit. One cycle spans ``train.iterations``, so a longer run is a different run (not a resume).
+    fit. One cycle spans ``train.iterations``, so a longer run is a different run (not a resume);
+    with a ``train.seconds`` budget it spans the run's progress (share of the seconds used, or of
+    the iteration cap if that comes first). ``model.width_mult`` and ``model.layers`` (blocks per
+    ResNet stage) shrink the network for CPU runs; the defaults are the published ResNet-34.
     """
 
     name = "pssr"
     target_multiple = 32
     DEFAULTS = {
-        "model": {"width_mult": 1.0, "blur": True, "self_attention": True},
-        "train": {"iterations": REQUIRED, "batch_size": 8, "patch": 256, "max_lr": 4e-4, "div_factor": 25.0,
-                  "pct_start": 0.3, "weight_decay": 1e-3, "checkpoint_every": 1000, "amp": False},
+        "model": {"width_mult": 1.0, "layers": [3, 4, 6, 3], "blur": True, "self_attention": True},
+        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": 8, "patch": 256, "max_lr": 4e-4,
+                  "div_factor": 25.0, "pct_start": 0.3, "weight_decay": 1e-3, "checkpoint_every": 1000, "amp": False},
         "predict": {"tile": 256, "overlap": 32, "batch": 4},
     }
 
@@ -212,7 +215,8 @@ class PSSRMethod(LowResInputMethod):
 
     def _meta(self, inputs, targets):
         meta = super()._meta(inputs, targets)
-        meta["params"]["train"]["iterations"] = self.params["train"]["iterations"]
+        for key in ("iterations", "seconds"):  # the cycle spans the run: a longer one is another run
+            meta["params"]["train"][key] = self.params["train"][key]
         return meta
 
     def _fit(self, inputs, targets, checkpoint_path, progress, log):
@@ -222,14 +226,17 @@ class PSSRMethod(LowResInputMethod):
         self._new_network()
 
         def one_cycle(opt):
-            return torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=t["max_lr"], total_steps=t["iterations"], pct_start=t["pct_start"],
+            steps = t["iterations"] if t["seconds"] is None else CYCLE_RESOLUTION
+            cycle = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=t["max_lr"], total_steps=steps, pct_start=t["pct_start"],
                 div_factor=t["div_factor"], final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
+            return cycle if t["seconds"] is None else ProgressSchedule(cycle, steps)
 
         result = train_loop(
             self.net, lambda batch: F.mse_loss(self.net(batch[0]), batch[1]),
             self._sampler((inputs - mean) / std, (targets - mean) / std), iterations=t["iterations"],
-            lr=t["max_lr"], optimizer="adamw", betas=(0.9, 0.99), weight_decay=t["weight_decay"],
+            seconds=t["seconds"], lr=t["max_lr"], optimizer="adamw", betas=(0.9, 0.99),
+            weight_decay=t["weight_decay"],
             scheduler=one_cycle, checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
             device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
             progress=progress, log=log)

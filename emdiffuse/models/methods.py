@@ -95,6 +95,13 @@ def write_checkpoint(path: str | Path, **fields) -> None:
         torch.save({**fields, "emdiffuse_version": __version__}, tmp)
 
 
+def training_budget(history: list[dict], batch_size: int | None, patch: int | None) -> dict:
+    """Iterations done and training seconds (from a training history), batch size and patch."""
+    last = history[-1] if history else {"iteration": 0, "seconds": 0.0}
+    return {"iterations": int(last["iteration"]), "seconds": float(last["seconds"]),
+            "batch_size": batch_size, "patch": patch}
+
+
 class Method:
     """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
 
@@ -120,7 +127,19 @@ class Method:
     def save(self, path: str | Path) -> None:
         self._require_fitted()
         write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, scale=self.scale,
-                         state=self._state(), history=self.history)
+                         state=self._state(), history=self.history, budget=self.budget())
+
+    def budget(self) -> dict:
+        """The training budget this method actually got, from its history (so a ``seconds`` budget
+        is reported as the iterations it bought): iterations done, training seconds, batch size
+        and patch (target-grid pixels); empty for a method that is not learned."""
+        if not self.learned:
+            return {}
+        return training_budget(self.history, self._train_value("batch_size"), self._train_value("patch"))
+
+    def _train_value(self, key: str):
+        """``params.train[key]`` as used in training (RCAN fills unset values from its variant)."""
+        return self.params["train"][key]
 
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device) -> "Method":
@@ -151,9 +170,11 @@ class Method:
 
     def _meta(self, inputs: np.ndarray, targets: np.ndarray) -> dict:
         """What a training checkpoint must match to be resumed: everything that shapes training
-        except its length, so raising ``train.iterations`` continues a finished run."""
+        except its length, so raising ``train.iterations`` (or ``train.seconds``) continues a
+        finished run."""
         params = {k: v for k, v in self.params.items() if k not in ("predict", "sample")}
-        params["train"] = {k: v for k, v in params["train"].items() if k not in ("iterations", "checkpoint_every")}
+        params["train"] = {k: v for k, v in params["train"].items()
+                           if k not in ("iterations", "seconds", "checkpoint_every")}
         return {"method": self.name, "params": params, "seed": self.seed, "data": _digest(inputs, targets)}
 
     # hooks
@@ -199,7 +220,7 @@ class CAREMethod(Method):
     DEFAULTS = {
         "model": {"n_depth": 2, "kern_size": 5, "n_first": 32, "residual": True},
         "train": {
-            "iterations": REQUIRED, "batch_size": 16, "patch": 128, "lr": 4e-4,
+            "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 128, "lr": 4e-4,
             "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000,
             "normalize": {"pmin_low": 1.0, "pmin_high": 3.0, "pmax_low": 99.5, "pmax_high": 99.9},
         },
@@ -220,7 +241,7 @@ class CAREMethod(Method):
             return F.l1_loss(self.net(batch[0]), batch[1])
 
         result = train_loop(
-            self.net, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"], adam_eps=1e-7,
+            self.net, loss_fn, sampler, iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"], adam_eps=1e-7,
             plateau=self._plateau(), checkpoint_path=checkpoint_path,
             checkpoint_every=t["checkpoint_every"], device=self.device, seed=self.seed,
             meta=self._meta(inputs, targets), progress=progress, log=log)
@@ -279,7 +300,7 @@ class EMDiffuseMethod(Method):
             "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
         },
         "train": {
-            "iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
+            "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
             "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
             "difficulty_loss": False,
         },
@@ -327,7 +348,8 @@ class EMDiffuseMethod(Method):
             return self.diffusion.loss(batch[0] * 2 - 1, batch[1] * 2 - 1)
 
         result = train_loop(
-            self.diffusion, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"], warmup=t["warmup"],
+            self.diffusion, loss_fn, sampler, iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
+            warmup=t["warmup"],
             ema_decay=t["ema_decay"], checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
             device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
             progress=progress, log=log)

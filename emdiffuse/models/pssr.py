@@ -15,8 +15,9 @@ reference code that a reader of the paper would not guess, kept here on purpose:
   ones Kaiming-normal with zero bias.
 
 The final PixelShuffle (to the input grid) is not blurred (fastai's ``blur=False`` default; older
-fastai v1 releases blurred every PixelShuffle_ICNR). ``width_mult`` scales every channel count
-(1 = the published network) so tests can run tiny copies.
+fastai v1 releases blurred every PixelShuffle_ICNR). ``width_mult`` scales every channel count and
+``layers`` sets the blocks per encoder stage (1 and ResNet-34's 3, 4, 6, 3 = the published network),
+so tests and CPU runs can use small copies of the same architecture.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from emdiffuse.models.rcan import Residual
 
 STEM = (32, 32, 64)
-STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # ResNet-34: (channels, blocks)
+STAGE_CHANNELS = (64, 128, 256, 512)
+RESNET34_LAYERS = (3, 4, 6, 3)  # blocks per stage
 
 
 def _encoder_conv(cin: int, cout: int, ks: int = 3, stride: int = 1, act: bool = True) -> nn.Sequential:
@@ -73,20 +75,23 @@ class EncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """``wnresnet34`` up to and including its global average pool; returns the five skips too."""
+    """``wnresnet34`` up to and including its global average pool; returns the five skips too.
+    ``layers``: blocks per stage (ResNet-34: 3, 4, 6, 3)."""
 
-    def __init__(self, n_in: int, width):
+    def __init__(self, n_in: int, width, layers=RESNET34_LAYERS):
         super().__init__()
         sizes = [n_in, *(width(c) for c in STEM)]
         self.stem = nn.Sequential(*[_encoder_conv(sizes[i], sizes[i + 1], stride=2 if i == 0 else 1) for i in range(3)])
         self.stages = nn.ModuleList()
         cin = sizes[-1]
-        for i, (channels, blocks) in enumerate(STAGES):
+        if len(layers) != len(STAGE_CHANNELS) or min(layers) < 1:
+            raise ValueError(f"pssr.model.layers: {list(layers)} must be {len(STAGE_CHANNELS)} block counts >= 1")
+        for i, (channels, blocks) in enumerate(zip(STAGE_CHANNELS, layers)):
             cout = width(channels)
             self.stages.append(nn.Sequential(*[EncoderBlock(cin if j == 0 else cout, cout, 2 if i and not j else 1)
                                                for j in range(blocks)]))
             cin = cout
-        self.skip_channels = [sizes[-1], *(width(c) for c, _ in STAGES)]
+        self.skip_channels = [sizes[-1], *(width(c) for c in STAGE_CHANNELS)]
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         h = self.stem(x)
@@ -162,11 +167,11 @@ class PSSRUNet(nn.Module):
     """
 
     def __init__(self, scale: int, n_in: int = 1, n_out: int = 1, blur: bool = True, self_attention: bool = True,
-                 width_mult: float = 1.0):
+                 width_mult: float = 1.0, layers=RESNET34_LAYERS):
         super().__init__()
         self.scale = scale
         width = lambda c: max(1, round(c * width_mult))  # noqa: E731
-        self.encoder = Encoder(n_in, width)
+        self.encoder = Encoder(n_in, width, tuple(layers))
         skips = self.encoder.skip_channels[::-1]
         ni = skips[0]
         self.bn = batchnorm(ni)

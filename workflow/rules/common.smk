@@ -2,6 +2,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from emdiffuse.budget import apply_budget
 from emdiffuse.config import check_references, derived_seed
 from emdiffuse.tables import describe_budget
 
@@ -124,7 +125,8 @@ def phantom_volumes(wildcards):
 
 
 def method_params(wildcards):
-    return config["methods"][wildcards.method]
+    """A method's settings with the config-wide `budget` applied (same steps or seconds for all)."""
+    return apply_budget(config["methods"][wildcards.method], config.get("budget"))
 
 
 def job_seed(wildcards):
@@ -134,9 +136,22 @@ def job_seed(wildcards):
 
 def task_budgets(wildcards):
     return {
-        method: describe_budget(method, config["methods"][method])
+        method: describe_budget(
+            method, apply_budget(config["methods"][method], config.get("budget"))
+        )
         for method in config["tasks"][wildcards.task]["methods"]
     }
+
+
+def task_models(wildcards):
+    """Trained model files of the task: the tables report the budgets they actually got."""
+    task = config["tasks"][wildcards.task]
+    return expand(
+        "results/models/{task}/{dataset}/{method}/model.pt",
+        task=wildcards.task,
+        dataset=task["datasets"],
+        method=task["methods"],
+    )
 
 
 def gpus(wildcards):

@@ -1,6 +1,7 @@
 rule table:
     input:
-        metric_files,
+        metrics=metric_files,
+        models=task_models,
     output:
         csv=report(
             "results/tables/{task}.csv",
@@ -12,6 +13,7 @@ rule table:
         metrics=task_metrics,
         methods=task_methods,
         budgets=task_budgets,
+        budget=config["budget"],
         threshold=config["reliability_threshold"],
     log:
         "logs/table/{task}.log",

@@ -6,11 +6,13 @@ from emdiffuse.steps import table
 
 table(
     snakemake.wildcards.task,
-    list(snakemake.input),
+    list(snakemake.input.metrics),
     snakemake.params.metrics,
     snakemake.params.methods,
     snakemake.params.budgets,
     snakemake.output.csv,
     snakemake.output.md,
     threshold=snakemake.params.threshold,
+    model_paths=list(snakemake.input.models),
+    budget=snakemake.params.budget,
 )
