@@ -315,10 +315,10 @@ def figure(task_inputs: dict[str, dict], figure_cfg: dict, source: str, target: 
         pairs = load_npz(spec["pairs"], required=PAIR_KEYS)
         i = figure_cfg["image"] if figure_cfg["image"] < len(pairs["inputs"]) else 0
         level = pairs["level_name"][pairs["level"][i]]
-        for method, paths in spec["methods"].items():
+        for method, paths in (spec["methods"] or {"no learned method": {}}).items():
             panels = [("input", pairs["inputs"][i])]
             panels += [(VARIANT_TITLES[v], load_npz(paths[v], required=("prediction",))["prediction"][i])
-                       for v in VARIANTS]
+                       for v in VARIANTS if v in paths]
             panels.append(("ground truth", pairs["targets"][i]))
             rows.append((f"{task} ({level})\n{method}", panels))
     transfer_figure(out_path, rows, inset=tuple(figure_cfg["inset"]),

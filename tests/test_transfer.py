@@ -89,7 +89,8 @@ def test_one_pair_is_one_centre_crop_of_one_training_slice(liver_pairs, tmp_path
     # the centre crop of exactly that image, on both grids (same field of view)
     (i,) = np.flatnonzero((train["z"] == one["z"][0]) & (train["level"] == one["level"][0]))
     np.testing.assert_array_equal(one["targets"][0], train["targets"][i, 8:40, 8:40])
-    np.testing.assert_array_equal(one["inputs"][0], train["inputs"][i, 8 // factor:40 // factor, 8 // factor:40 // factor])
+    lo, hi = 8 // factor, 40 // factor
+    np.testing.assert_array_equal(one["inputs"][0], train["inputs"][i, lo:hi, lo:hi])
     check_pairing(one["inputs"], one["targets"], factor, "one pair")  # still aligned
 
 
@@ -281,13 +282,15 @@ def test_budgets_follow_the_config(default_config):
 
 
 def test_pssr_learning_rate_key():
-    cfg = {"transfer": {"finetune": {"iterations": 5, "lr_factor": 0.5}}, "methods": {"pssr": {"train": {"iterations": 9}}}}
+    cfg = {"transfer": {"finetune": {"iterations": 5, "lr_factor": 0.5}},
+           "methods": {"pssr": {"train": {"iterations": 9}}}}
     assert transfer.finetune_train(cfg, "pssr") == {"iterations": 5, "max_lr": 2e-4}  # PSSR's own default 4e-4
 
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda c: c["transfer"].update(source="nowhere"), r"transfer.source names 'nowhere'"),
-    (lambda c: c["transfer"].update(target="phantom_neuropil"), r"transfer.target: 'phantom_neuropil' is also the source"),
+    (lambda c: c["transfer"].update(target="phantom_neuropil"),
+     r"transfer.target: 'phantom_neuropil' is also the source"),
     (lambda c: c["transfer"].update(tasks=["denoise", "isotropic"]), r"transfer.tasks names 'isotropic'"),
     (lambda c: c["tasks"]["superres"].update(datasets=["phantom_liver"]),
      r"transfer.source: 'phantom_neuropil' is not in tasks.superres.datasets"),
@@ -348,3 +351,23 @@ def test_table_orders_rows_and_states_every_budget(default_config, liver_pairs, 
     md = (tmp_path / "t.md").read_text()
     assert "| denoise | all | emdiffuse | finetune | 4 |" in md
     assert "**care / scratch**" in md and "ground truth 32x32 px" in md and "input 16x16 px" in md
+
+
+def test_figure_shows_every_variant_per_task_and_method(liver_pairs, tmp_path):
+    named = {}
+    for task in TASKS:
+        test = load_npz(liver_pairs[task][1])
+        named[f"pairs__{task}"] = str(liver_pairs[task][1])
+        for method in ["emdiffuse", "care"]:
+            for variant in transfer.VARIANTS:
+                path = tmp_path / f"{task}_{method}_{variant}.npz"
+                save_npz(path, prediction=np.clip(test["targets"] + 0.05, 0, 1))
+                named[f"pred__{task}__{method}__{variant}"] = str(path)
+    spec = transfer.figure_inputs(named)
+    assert set(spec) == set(TASKS) and set(spec["superres"]["methods"]["care"]) == set(transfer.VARIANTS)
+    transfer.figure(spec, {"image": 0, "inset": [200, 200, 64]}, "a", "b", tmp_path / "t.png")  # inset re-fitted
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "t.png")
+    assert image.shape[0] > image.shape[1] / 2  # 4 rows (2 tasks x 2 methods) of 5 panels
+    assert transfer.prediction_inputs({"pairs": "p", "pred__care__direct": "x"}) == {("care", "direct"): "x"}
