@@ -229,6 +229,17 @@ def test_finetuning_resumes_exactly_after_a_kill(domain_a, tmp_path, monkeypatch
         other.finetune(*one, train=budget, seed=9, checkpoint_path=tmp_path / "b.ckpt", **QUIET)
 
 
+def test_emdiffuse_finetunes_the_ema_weights_it_samples_with(domain_a, tmp_path):
+    a = load_method(domain_a["emdiffuse", 1], device=CPU)
+    with torch.no_grad():
+        for p in a.ema.parameters():
+            p.add_(0.5)  # make the EMA weights unmistakable
+    sampled = torch.cat([p.flatten().clone() for p in a.ema.parameters()])
+    a.finetune(*toy(1, 32, seed=5), train={"iterations": 1, "lr": 1e-6, "ema_decay": None}, seed=0,
+               checkpoint_path=tmp_path / "c", **QUIET)
+    assert a.ema is None and (flat_weights(a) - sampled).abs().max() < 1e-5
+
+
 def test_finetuning_errors(domain_a, tmp_path):
     care = load_method(domain_a["care", 1], device=CPU)
     with pytest.raises(ValueError, match=r"care.train: unknown key\(s\) \['lrr'\]"):

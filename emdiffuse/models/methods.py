@@ -138,7 +138,7 @@ class Method:
     def fit(self, inputs: np.ndarray, targets: np.ndarray, *, checkpoint_path: str | Path,
             progress: bool = True, log: Callable = print) -> list[dict]:
         """Train on pairs (resuming from ``checkpoint_path`` if it exists); return the loss history."""
-        self.scale = pair_scale(inputs, targets)
+        self.scale, self.warm_start = pair_scale(inputs, targets), None
         inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
         self.history = self._fit(inputs, targets, Path(checkpoint_path), progress, log)
         return self.history
