@@ -32,6 +32,7 @@ def check_references(config: dict) -> None:
                 )
         if entry.get("pairs", {}).get("source") == "real":
             _check_real_pairs(task, entry, datasets)
+    check_transfer_references(config)
 
 
 def _check_real_pairs(task: str, entry: dict, datasets: dict) -> None:
@@ -50,6 +51,32 @@ def _check_real_pairs(task: str, entry: dict, datasets: dict) -> None:
         if missing:
             raise ConfigError(f"tasks.{task}.pairs.levels names {missing}, not among datasets.{name}.inputs "
                               f"({sorted(inputs)})")
+
+
+def check_transfer_references(config: dict) -> None:
+    """The transfer block reuses the base tasks' domain-A models: its source must be a dataset the
+    base task trains on, and each method one the base task compares."""
+    transfer = config.get("transfer")
+    if not transfer:
+        return
+    datasets, tasks = config.get("datasets", {}), config.get("tasks", {})
+    for key in ("source", "target"):
+        if transfer[key] not in datasets:
+            raise ConfigError(f"transfer.{key} names '{transfer[key]}', which is not defined under 'datasets' "
+                              f"(defined: {sorted(datasets)})")
+    if transfer["source"] == transfer["target"]:
+        raise ConfigError(f"transfer.target: '{transfer['target']}' is also the source; transfer needs another dataset")
+    for task in transfer["tasks"]:
+        if task not in tasks:
+            raise ConfigError(f"transfer.tasks names '{task}', which is not a task under 'tasks' "
+                              f"(defined: {sorted(tasks)})")
+        if transfer["source"] not in tasks[task]["datasets"]:
+            raise ConfigError(f"transfer.source: '{transfer['source']}' is not in tasks.{task}.datasets, so there "
+                              f"is no domain-A {task} model to transfer; add it there")
+        for method in transfer.get("methods") or []:
+            if method not in tasks[task]["methods"]:
+                raise ConfigError(f"transfer.methods names '{method}', which tasks.{task}.methods does not "
+                                  f"compare, so there is no domain-A model of it to reuse")
 
 
 def derived_seed(seed: int, *names: str) -> int:

@@ -12,6 +12,8 @@ import yaml
 
 RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table", "calibration",
          "timings", "all"]
+RULES += ["transfer_one_pair", "transfer_test_pairs", "transfer_finetune", "transfer_scratch", "transfer_predict",
+          "transfer_evaluate", "transfer_table", "transfer_figure"]
 
 
 def snakemake(repo, *args, cwd=None, check=True):
@@ -99,6 +101,27 @@ def test_bad_config_stops_with_the_key_named(repo, tmp_path, test_config):
     assert "batch_size" in proc.stderr + proc.stdout
 
 
+def assert_transfer_outputs(root, config):
+    """transfer.csv: finite metrics for every task x method x variant (input: one reference row);
+    each fine-tuning pair file holds exactly one pair, from the target's training slices."""
+    t = config["transfer"]
+    table = pd.read_csv(root / "results" / "tables" / "transfer.csv")
+    pooled = table[table["level"] == "all"]
+    for task in t["tasks"]:
+        rows = pooled[pooled["task"] == task]
+        methods = t.get("methods") or config["tasks"][task]["methods"]
+        expected = [(m, v) for m in methods for v in (["reference"] if m == "input" else ["direct", "finetune", "scratch"])]
+        assert list(zip(rows["method"], rows["variant"])) == expected
+        assert_metrics_finite(rows, t["metrics"])
+        assert (rows[rows["method"] != "input"]["iterations"] > 0).all()
+        one = np.load(root / "data" / "pairs" / "transfer" / task / t["target"] / "one_pair.npz")
+        assert one["inputs"].shape[0] == one["targets"].shape[0] == len(one["z"]) == len(one["level"]) == 1
+        train_z = np.load(root / "data" / "pairs" / task / t["target"] / "train.npz")["z"]
+        assert one["z"][0] in train_z
+    assert "Budgets" in (root / "results" / "tables" / "transfer.md").read_text()
+    assert (root / "results" / "figures" / "transfer.png").stat().st_size > 10_000
+
+
 @pytest.mark.workflow
 def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",
@@ -125,6 +148,7 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
     pred = np.load(tmp_path / "results" / "predictions" / "denoise" / "phantom_neuropil" / "emdiffuse" / "test.npz")
     assert pred["uncertainty"].shape == pred["prediction"].shape
+    assert_transfer_outputs(tmp_path, test_config)
 
     again = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                       f"--configfile={repo / 'config' / 'test.yaml'}", "all")
@@ -155,6 +179,7 @@ def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
     test_config["datasets"] = {"my_stack": {"kind": "tiff", "path": str(tmp_path / "my_stack.tif"),
                                             "voxel_nm": [8, 8, 8]}}
     test_config["tasks"] = {"denoise": dict(test_config["tasks"]["denoise"], datasets=["my_stack"])}
+    test_config.pop("transfer", None)  # it names the phantom datasets
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(yaml.safe_dump(test_config))
     snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={cfg}", "table_denoise")

@@ -161,9 +161,10 @@ class RCANMethod(LowResInputMethod):
     def _fit(self, inputs, targets, checkpoint_path, progress, log):
         t, lr_step = self.params["train"], self._train_value("lr_step")
         x, y = self._normalized(inputs, targets)
-        self._new_network()
-        if self._variant()["mean_from_data"]:
-            self.net.data_mean.fill_(float(y.mean()))
+        if self.warm_start is None:  # fine-tuning keeps the trained network and its data mean
+            self._new_network()
+            if self._variant()["mean_from_data"]:
+                self.net.data_mean.fill_(float(y.mean()))
         result = train_loop(
             self.net, lambda batch: F.l1_loss(self.net(batch[0]), batch[1]), self._sampler(x, y),
             iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
@@ -193,6 +194,7 @@ class PSSRMethod(LowResInputMethod):
 
     name = "pssr"
     target_multiple = 32
+    lr_key = "max_lr"
     DEFAULTS = {
         "model": {"width_mult": 1.0, "layers": [3, 4, 6, 3], "blur": True, "self_attention": True},
         "train": {"iterations": REQUIRED, "seconds": None, "batch_size": 8, "patch": 256, "max_lr": 4e-4,
@@ -221,9 +223,10 @@ class PSSRMethod(LowResInputMethod):
 
     def _fit(self, inputs, targets, checkpoint_path, progress, log):
         t = self.params["train"]
-        self.stats = (float(inputs.mean()), float(inputs.std()) or 1.0)
+        if self.warm_start is None:  # fine-tuning keeps the trained network and its input statistics
+            self.stats = (float(inputs.mean()), float(inputs.std()) or 1.0)
+            self._new_network()
         mean, std = self.stats
-        self._new_network()
 
         def one_cycle(opt):
             steps = t["iterations"] if t["seconds"] is None else CYCLE_RESOLUTION

@@ -102,24 +102,77 @@ def training_budget(history: list[dict], batch_size: int | None, patch: int | No
             "batch_size": batch_size, "patch": patch}
 
 
+def _state_digest(state: Any) -> str:
+    """Fingerprint of a method's weights (nested dicts/lists of tensors and numbers)."""
+    h = hashlib.sha1()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, dict):
+            for key in sorted(obj):
+                h.update(str(key).encode())
+                visit(obj[key])
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+        elif isinstance(obj, torch.Tensor):
+            h.update(str((obj.dtype, tuple(obj.shape))).encode())
+            h.update(obj.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(obj).encode())
+
+    visit(state)
+    return h.hexdigest()
+
+
 class Method:
     """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
 
     name: str = ""
     learned: bool = True
     DEFAULTS: dict = {}
+    #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
+    lr_key: str = "lr"
 
     def __init__(self, params: dict, *, device: torch.device, seed: int):
         self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
         self.device, self.seed = torch.device(device), int(seed)
         self.scale: int | None = None  # target/input size ratio, known after fit or load
         self.history: list[dict] = []
+        #: fingerprint of the weights training started from; None = fresh weights (see finetune)
+        self.warm_start: str | None = None
         self._build()
 
     def fit(self, inputs: np.ndarray, targets: np.ndarray, *, checkpoint_path: str | Path,
             progress: bool = True, log: Callable = print) -> list[dict]:
         """Train on pairs (resuming from ``checkpoint_path`` if it exists); return the loss history."""
-        self.scale = pair_scale(inputs, targets)
+        self.scale, self.warm_start = pair_scale(inputs, targets), None
+        inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
+        self.history = self._fit(inputs, targets, Path(checkpoint_path), progress, log)
+        return self.history
+
+    def finetune(self, inputs: np.ndarray, targets: np.ndarray, *, train: dict, seed: int,
+                 checkpoint_path: str | Path, progress: bool = True, log: Callable = print) -> list[dict]:
+        """Continue training this fitted method's weights on new pairs (transfer learning).
+
+        The optimiser, LR schedule, warm-up and EMA start afresh, with ``train`` overriding keys of
+        ``params["train"]`` (the fine-tuning budget: ``iterations``, the learning rate, ...); the
+        weights start from those the method predicts with. Normalisation statistics learned from
+        the source data (PSSR's mean/std, RCAN-superres's data mean) are kept, because the weights
+        were trained for them; per-image percentile normalisation (CARE, RCAN-denoise) and
+        EMDiffuse's fixed [-1, 1] mapping need none. A killed run resumes from ``checkpoint_path``
+        like :meth:`fit`; the checkpoint also records which weights it started from.
+        """
+        self._require_fitted()
+        if not self.learned:
+            raise ValueError(f"{self.name}: not a learned method, there is nothing to fine-tune")
+        scale = pair_scale(inputs, targets)
+        if scale != self.scale:
+            raise ValueError(f"{self.name}: fine-tuning pairs have scale {scale} but the model was trained "
+                             f"for scale {self.scale}")
+        self.params["train"] = merge_params(self.params["train"], train, f"{self.name}.train")
+        self.seed = int(seed)
+        self._warm_start()
+        self.warm_start = _state_digest(self._state())
         inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
         self.history = self._fit(inputs, targets, Path(checkpoint_path), progress, log)
         return self.history
@@ -127,7 +180,8 @@ class Method:
     def save(self, path: str | Path) -> None:
         self._require_fitted()
         write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, scale=self.scale,
-                         state=self._state(), history=self.history, budget=self.budget())
+                         state=self._state(), history=self.history, budget=self.budget(),
+                         warm_start=self.warm_start)
 
     def budget(self) -> dict:
         """The training budget this method actually got, from its history (so a ``seconds`` budget
@@ -152,6 +206,7 @@ class Method:
     def from_checkpoint(cls, ckpt: dict, *, device: torch.device) -> "Method":
         method = cls(ckpt["params"], device=device, seed=ckpt["seed"])
         method.scale, method.history = ckpt["scale"], ckpt["history"]
+        method.warm_start = ckpt.get("warm_start")
         method._load_state(ckpt["state"])
         return method
 
@@ -175,11 +230,17 @@ class Method:
         params = {k: v for k, v in self.params.items() if k not in ("predict", "sample")}
         params["train"] = {k: v for k, v in params["train"].items()
                            if k not in ("iterations", "seconds", "checkpoint_every")}
-        return {"method": self.name, "params": params, "seed": self.seed, "data": _digest(inputs, targets)}
+        meta = {"method": self.name, "params": params, "seed": self.seed, "data": _digest(inputs, targets)}
+        if self.warm_start is not None:
+            meta["warm_start"] = self.warm_start
+        return meta
 
     # hooks
     def _build(self) -> None:
         """Create networks from ``self.params``."""
+
+    def _warm_start(self) -> None:
+        """Before fine-tuning: make the trained weights the ones prediction uses (e.g. the EMA)."""
 
     def _fit(self, inputs, targets, checkpoint_path: Path, progress: bool, log) -> list[dict]:
         return []
@@ -355,6 +416,13 @@ class EMDiffuseMethod(Method):
             progress=progress, log=log)
         self.ema = result.ema_model
         return result.history
+
+    def _warm_start(self):
+        """Fine-tune the weights the model samples with: the EMA's when there is one (a fresh EMA
+        then starts from them), so iteration 0 of fine-tuning is the directly applied model."""
+        if self.ema is not None:
+            self.diffusion.load_state_dict(self.ema.state_dict())
+            self.ema = None
 
     def _state(self):
         return {"model": self.diffusion.state_dict(), "ema": None if self.ema is None else self.ema.state_dict()}

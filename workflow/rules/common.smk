@@ -57,6 +57,7 @@ def calibration_inputs(wildcards):
 def final_outputs():
     """Every table and figure; the stage-timing summary is made after them."""
     outputs = [out for task in TASKS for out in task_outputs(task)]
+    outputs += transfer_outputs()
     if any(d["kind"] == "phantom" for d in config["datasets"].values()):
         outputs.append("results/figures/phantom.png")
     return outputs
@@ -157,3 +158,96 @@ def task_models(wildcards):
 def gpus(wildcards):
     """Learned methods ask for a GPU (used when present); the reference needs none."""
     return 0 if wildcards.method == "input" else 1
+
+
+# --- transfer learning from one image pair (rules/transfer.smk; logic in emdiffuse/transfer.py) ---
+import emdiffuse.transfer as transfer_lib
+
+TRANSFER = config.get("transfer")
+transfer_lib.check_transfer(config)
+
+
+wildcard_constraints:
+    target="|".join(DATASETS),
+    variant="|".join([transfer_lib.REFERENCE, *transfer_lib.VARIANTS]),
+
+
+def transfer_outputs():
+    """The transfer table and figure (none when the config has no transfer block)."""
+    if not TRANSFER:
+        return []
+    return ["results/tables/transfer.csv", "results/tables/transfer.md", "results/figures/transfer.png"]
+
+
+def transfer_variants(method):
+    """The non-learned input is scored once (the reference row); learned methods in every variant."""
+    return transfer_lib.VARIANTS if transfer_lib.learned(method) else [transfer_lib.REFERENCE]
+
+
+def transfer_source_model(wildcards):
+    """The domain-A model: the base task's model of the source dataset (reused, not retrained)."""
+    return f"results/models/{wildcards.task}/{TRANSFER['source']}/{wildcards.method}/model.pt"
+
+
+def transfer_model(wildcards):
+    """The weights a variant predicts with: the domain-A model (direct, and the input reference)
+    or the one trained on the single domain-B pair (finetune, scratch)."""
+    if wildcards.variant in ("direct", transfer_lib.REFERENCE):
+        return transfer_source_model(wildcards)
+    return f"results/models/transfer/{wildcards.task}/{wildcards.target}/{wildcards.method}_{wildcards.variant}/model.pt"
+
+
+def transfer_predictions(task, method, variant):
+    return f"results/predictions/transfer/{task}/{TRANSFER['target']}/{method}_{variant}/test.npz"
+
+
+def transfer_metric_files(wildcards):
+    """Per-image metrics of each task (every method x variant in one file)."""
+    return [f"results/metrics/transfer/{task}/{TRANSFER['target']}.csv" for task in TRANSFER["tasks"]]
+
+
+def transfer_task_predictions(wildcards):
+    """Named inputs of a task's evaluation: its test pairs and every method x variant's predictions."""
+    inputs = {"pairs": f"data/pairs/transfer/{wildcards.task}/{wildcards.target}/test.npz"}
+    for method in transfer_lib.transfer_methods(config, wildcards.task):
+        for variant in transfer_variants(method):
+            inputs[f"pred__{method}__{variant}"] = transfer_predictions(wildcards.task, method, variant)
+    return inputs
+
+
+def transfer_one_pairs(wildcards):
+    """The one domain-B pair of each task, in the order of transfer.tasks."""
+    return [f"data/pairs/transfer/{task}/{TRANSFER['target']}/one_pair.npz" for task in TRANSFER["tasks"]]
+
+
+def transfer_figure_inputs(wildcards):
+    """Named inputs of the transfer figure: each task's test pairs and, for EMDiffuse and one
+    baseline, every variant's predictions (keys parsed by transfer.figure_inputs)."""
+    inputs = {}
+    for task in TRANSFER["tasks"]:
+        inputs[f"pairs__{task}"] = f"data/pairs/transfer/{task}/{TRANSFER['target']}/test.npz"
+        for method in transfer_lib.figure_methods(transfer_lib.transfer_methods(config, task)):
+            for variant in transfer_lib.VARIANTS:
+                inputs[f"pred__{task}__{method}__{variant}"] = transfer_predictions(task, method, variant)
+    return inputs
+
+
+def transfer_methods_all(wildcards):
+    """Every method of the transfer table, in config order."""
+    return list(dict.fromkeys(m for t in TRANSFER["tasks"] for m in transfer_lib.transfer_methods(config, t)))
+
+
+def transfer_budgets(wildcards):
+    return {k: v for t in TRANSFER["tasks"] for k, v in transfer_lib.variant_budgets(config, t).items()}
+
+
+def transfer_finetune_train(wildcards):
+    return transfer_lib.finetune_train(config, wildcards.method)
+
+
+def transfer_scratch_params(wildcards):
+    return transfer_lib.scratch_params(config, wildcards.method)
+
+
+def transfer_predict_seed(wildcards):
+    return transfer_lib.predict_seed(config, wildcards.task, wildcards.target, wildcards.method)

@@ -1,0 +1,205 @@
+# Transfer learning from one image pair (the paper's tissue transfer): the base tasks' models of
+# transfer.source (domain A) are applied to transfer.target (domain B) directly, fine-tuned on ONE
+# domain-B training pair, and compared with a fresh model trained on that pair with the same budget.
+# Functions: the transfer block of common.smk; logic: emdiffuse/transfer.py.
+
+
+rule transfer_one_pair:
+    input:
+        train="data/pairs/{task}/{target}/train.npz",
+    output:
+        pair="data/pairs/transfer/{task}/{target}/one_pair.npz",
+    params:
+        pair=lookup(dpath="transfer/pair", within=config, default=None),
+        factor=task_factor,
+    log:
+        "logs/transfer_one_pair/{task}/{target}.log",
+    benchmark:
+        "benchmarks/transfer_one_pair/{task}/{target}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/transfer_one_pair.py"
+
+
+rule transfer_test_pairs:
+    input:
+        test="data/pairs/{task}/{target}/test.npz",
+    output:
+        test="data/pairs/transfer/{task}/{target}/test.npz",
+    params:
+        images=lookup(dpath="transfer/test_images", within=config, default=None),
+        levels=lookup(dpath="transfer/test_levels", within=config, default=None),
+    log:
+        "logs/transfer_test_pairs/{task}/{target}.log",
+    benchmark:
+        "benchmarks/transfer_test_pairs/{task}/{target}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/transfer_test_pairs.py"
+
+
+# Inputs: the domain-A model and the one domain-B pair, nothing else.
+rule transfer_finetune:
+    input:
+        model=transfer_source_model,
+        pairs="data/pairs/transfer/{task}/{target}/one_pair.npz",
+    output:
+        model="results/models/transfer/{task}/{target}/{method}_finetune/model.pt",
+        history="results/models/transfer/{task}/{target}/{method}_finetune/history.csv",
+    params:
+        train=transfer_finetune_train,
+        seed=job_seed,
+        factor=task_factor,
+    log:
+        "logs/transfer_finetune/{task}/{target}/{method}.log",
+    benchmark:
+        "benchmarks/transfer_finetune/{task}/{target}/{method}.tsv"
+    threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpus,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/transfer_finetune.py"
+
+
+# The same pair and (by default) the same iterations, from fresh weights: what pre-training buys.
+rule transfer_scratch:
+    input:
+        pairs="data/pairs/transfer/{task}/{target}/one_pair.npz",
+    output:
+        model="results/models/transfer/{task}/{target}/{method}_scratch/model.pt",
+        history="results/models/transfer/{task}/{target}/{method}_scratch/history.csv",
+    params:
+        method_params=transfer_scratch_params,
+        seed=job_seed,
+        factor=task_factor,
+    log:
+        "logs/transfer_scratch/{task}/{target}/{method}.log",
+    benchmark:
+        "benchmarks/transfer_scratch/{task}/{target}/{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=gpus,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule transfer_predict:
+    input:
+        model=transfer_model,
+        pairs="data/pairs/transfer/{task}/{target}/test.npz",
+    output:
+        predictions="results/predictions/transfer/{task}/{target}/{method}_{variant}/test.npz",
+    params:
+        seed=transfer_predict_seed,
+    log:
+        "logs/transfer_predict/{task}/{target}/{method}_{variant}.log",
+    benchmark:
+        "benchmarks/transfer_predict/{task}/{target}/{method}_{variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=gpus,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+# One job per task scores every method x variant (the metric networks are loaded once).
+rule transfer_evaluate:
+    input:
+        unpack(transfer_task_predictions),
+    output:
+        metrics="results/metrics/transfer/{task}/{target}.csv",
+    params:
+        metrics=lookup(dpath="transfer/metrics", within=config, default=None),
+        threshold=config["reliability_threshold"],
+    log:
+        "logs/transfer_evaluate/{task}/{target}.log",
+    benchmark:
+        "benchmarks/transfer_evaluate/{task}/{target}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/transfer_evaluate.py"
+
+
+rule transfer_table:
+    input:
+        metrics=transfer_metric_files,
+        one_pairs=transfer_one_pairs,
+    output:
+        csv=report(
+            "results/tables/transfer.csv",
+            category="Tables",
+            labels={"task": "transfer", "format": "csv"},
+        ),
+        md="results/tables/transfer.md",
+    params:
+        transfer=lookup(dpath="transfer", within=config, default=None),
+        methods=transfer_methods_all,
+        budgets=transfer_budgets,
+    log:
+        "logs/transfer_table.log",
+    benchmark:
+        "benchmarks/transfer_table/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/transfer_table.py"
+
+
+rule transfer_figure:
+    input:
+        unpack(transfer_figure_inputs),
+    output:
+        report("results/figures/transfer.png", category="Figures", labels={"figure": "transfer"}),
+    params:
+        transfer=lookup(dpath="transfer", within=config, default=None),
+        figure=config["figure"],
+    log:
+        "logs/transfer_figure.log",
+    benchmark:
+        "benchmarks/transfer_figure/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/transfer_figure.py"
+
+
+# `snakemake --cores all table_transfer` builds the transfer table and its figure.
+rule table_transfer:
+    input:
+        transfer_outputs(),
+    localrule: True
