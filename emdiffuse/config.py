@@ -10,7 +10,8 @@ class ConfigError(ValueError):
 
 
 def check_references(config: dict) -> None:
-    """Every dataset and method a task names must be defined in the config."""
+    """Every dataset and method a task names must be defined in the config (and the isotropic
+    task's own cross-references hold: ``isotropic.check_isotropic``)."""
     datasets = config.get("datasets", {})
     methods = config.get("methods", {})
     for task, entry in config.get("tasks", {}).items():
@@ -26,6 +27,9 @@ def check_references(config: dict) -> None:
                     f"tasks.{task}.methods names '{name}', which has no settings under 'methods' "
                     f"(defined: {sorted(methods)})"
                 )
+    from .isotropic import check_isotropic
+
+    check_isotropic(config)
 
 
 def derived_seed(seed: int, *names: str) -> int:
