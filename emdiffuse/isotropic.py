@@ -83,7 +83,8 @@ def merged_params(method: str, params: dict) -> dict:
 
 def is_sampled(method: str, params: dict) -> bool:
     """Does prediction draw K > 1 samples (and so write an uncertainty volume)?"""
-    return int(merged_params(method, params)["predict"].get("samples", 1)) > 1
+    predict = {**method_class(method).DEFAULTS.get("predict", {}), **params.get("predict", {})}
+    return int(predict.get("samples", 1)) > 1
 
 
 def train_params(params: dict) -> dict:
