@@ -87,16 +87,17 @@ def test_table_isotropic_builds_its_table_segmentation_and_figures(repo, tmp_pat
     assert not rules & {"table", "train", "timings", "phantom_figure"}
 
 
-def test_vemdiffuse_a_trains_on_the_anisotropic_sections_only(repo, tmp_path):
+def test_vemdiffuse_a_trains_on_the_anisotropic_sections_only(repo, tmp_path, default_config):
     """vEMDiffuse-a's training job reads ONLY the test sections (never the isotropic volume or the
     ground truth); interpolation has no training job."""
     proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                      f"--configfile={repo / 'config' / 'config.yaml'}", "all")
     trains = {f["wildcards"]: f["input"] for rule, f in dry_run_jobs(proc.stdout + proc.stderr)
               if rule == "train_volume"}
-    assert trains["dataset=phantom_vem, method=vemdiffuse_a"] == "data/pairs/isotropic/phantom_vem/test_sections.tif"
-    assert trains["dataset=phantom_vem, method=vemdiffuse_i"] == "data/pairs/isotropic/phantom_vem/train_volume.tif"
-    assert trains["dataset=phantom_vem, method=srunet3d"] == "data/pairs/isotropic/phantom_vem/train_volume.tif"
+    d = default_config["tasks"]["isotropic"]["datasets"][0]
+    assert trains[f"dataset={d}, method=vemdiffuse_a"] == f"data/pairs/isotropic/{d}/test_sections.tif"
+    assert trains[f"dataset={d}, method=vemdiffuse_i"] == f"data/pairs/isotropic/{d}/train_volume.tif"
+    assert trains[f"dataset={d}, method=srunet3d"] == f"data/pairs/isotropic/{d}/train_volume.tif"
     assert len(trains) == 3  # linear and cubic are not learned
 
 
@@ -172,8 +173,9 @@ def check_isotropic_outputs(root, config):
     assert_metrics_finite(table, [m for m in task["metrics"] if m != "resolution_ratio"])
     assert_metrics_finite(table[table["plane"] != "xy"], ["resolution_ratio"])
     assert "n/a" in (root / "results" / "tables" / "isotropic.md").read_text()
-    pred, voxel = read_volume(root / "results" / "predictions" / "isotropic" / "phantom_vem" / "vemdiffuse_a" / "test.tif")
-    unc, _ = read_volume(root / "results" / "predictions" / "isotropic" / "phantom_vem" / "vemdiffuse_a" / "test_uncertainty.tif")
+    folder = root / "results" / "predictions" / "isotropic" / task["datasets"][0] / "vemdiffuse_a"
+    pred, voxel = read_volume(folder / "test.tif")
+    unc, _ = read_volume(folder / "test_uncertainty.tif")
     assert unc.shape == pred.shape and voxel == pytest.approx((8.0, 8.0, 8.0))
     seg = pd.read_csv(root / "results" / "tables" / "segmentation.csv")
     assert list(seg["volume"]) == ["ground truth", "anisotropic input", *task["methods"]]
