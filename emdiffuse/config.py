@@ -11,8 +11,10 @@ class ConfigError(ValueError):
 
 def check_references(config: dict) -> None:
     """Every dataset and method a task names must be defined in the config; the ``budget`` block
-    gives what its mode needs and nothing it would ignore."""
+    gives what its mode needs and nothing it would ignore; the isotropic task's own
+    cross-references hold (``isotropic.check_isotropic``)."""
     from .budget import check_budget
+    from .isotropic import check_isotropic
 
     check_budget(config)
     datasets = config.get("datasets", {})
@@ -33,6 +35,7 @@ def check_references(config: dict) -> None:
         if entry.get("pairs", {}).get("source") == "real":
             _check_real_pairs(task, entry, datasets)
     check_transfer_references(config)
+    check_isotropic(config)
 
 
 def _check_real_pairs(task: str, entry: dict, datasets: dict) -> None:

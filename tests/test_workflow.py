@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,9 @@ RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", 
          "timings", "all"]
 RULES += ["transfer_one_pair", "transfer_test_pairs", "transfer_finetune", "transfer_scratch", "transfer_predict",
           "transfer_evaluate", "transfer_table", "transfer_figure"]
+ISOTROPIC_RULES = ["make_volume_pairs", "train_volume", "predict_volume", "predict_volume_sampled", "evaluate_volume",
+                   "isotropic_table", "isotropic_figure", "train_segmenter", "segment_volumes", "segmentation_table",
+                   "mito3d_figure"]
 
 
 def snakemake(repo, *args, cwd=None, check=True):
@@ -71,7 +75,7 @@ def test_dry_run_of_all_lists_every_rule(repo, tmp_path):
                      f"--configfile={repo / 'config' / 'config.yaml'}", "all")
     out = proc.stdout + proc.stderr
     stats = out[out.index("Job stats"):]
-    for rule in RULES:
+    for rule in RULES + ISOTROPIC_RULES:
         assert f"\n{rule} " in stats, f"rule {rule} missing from the dry run of all"
 
 
@@ -89,6 +93,39 @@ def test_table_target_builds_only_that_table(repo, tmp_path):
                      f"--configfile={repo / 'config' / 'config.yaml'}", "table_denoise")
     out = proc.stdout + proc.stderr
     assert "rule table:" in out and "rule timings:" not in out and "rule phantom_figure:" not in out
+
+
+def dry_run_jobs(text):
+    """(rule, {field: value}) for every job block of a dry run's output."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if head:
+            fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+            jobs.append((head.group(1), fields))
+    return jobs
+
+
+def test_table_isotropic_builds_its_table_segmentation_and_figures(repo, tmp_path):
+    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={repo / 'config' / 'config.yaml'}", "table_isotropic")
+    rules = {rule for rule, _ in dry_run_jobs(proc.stdout + proc.stderr)}
+    assert {"isotropic_table", "isotropic_figure", "segmentation_table", "mito3d_figure"} <= rules
+    assert not rules & {"table", "train", "timings", "phantom_figure"}
+
+
+def test_vemdiffuse_a_trains_on_the_anisotropic_sections_only(repo, tmp_path, default_config):
+    """vEMDiffuse-a's training job reads ONLY the test sections (never the isotropic volume or the
+    ground truth); interpolation has no training job."""
+    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={repo / 'config' / 'config.yaml'}", "all")
+    trains = {f["wildcards"]: f["input"] for rule, f in dry_run_jobs(proc.stdout + proc.stderr)
+              if rule == "train_volume"}
+    d = default_config["tasks"]["isotropic"]["datasets"][0]
+    assert trains[f"dataset={d}, method=vemdiffuse_a"] == f"data/pairs/isotropic/{d}/test_sections.tif"
+    assert trains[f"dataset={d}, method=vemdiffuse_i"] == f"data/pairs/isotropic/{d}/train_volume.tif"
+    assert trains[f"dataset={d}, method=srunet3d"] == f"data/pairs/isotropic/{d}/train_volume.tif"
+    assert len(trains) == 3  # linear and cubic are not learned
 
 
 def test_bad_config_stops_with_the_key_named(repo, tmp_path, test_config):
@@ -149,6 +186,7 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     pred = np.load(tmp_path / "results" / "predictions" / "denoise" / "phantom_neuropil" / "emdiffuse" / "test.npz")
     assert pred["uncertainty"].shape == pred["prediction"].shape
     assert_transfer_outputs(tmp_path, test_config)
+    check_isotropic_outputs(tmp_path, test_config)
 
     again = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                       f"--configfile={repo / 'config' / 'test.yaml'}", "all")
@@ -186,3 +224,28 @@ def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
     table = pd.read_csv(tmp_path / "results" / "tables" / "denoise.csv")
     assert set(table["dataset"]) == {"my_stack"}
     assert_metrics_finite(table[table["level"] == "all"], test_config["tasks"]["denoise"]["metrics"])
+
+
+def check_isotropic_outputs(root, config):
+    """Every method x plane in the table with finite metrics (resolution ratio on XZ/YZ only), the
+    reconstruction with its voxel size and uncertainty, and the mIoU table and renders."""
+    from emdiffuse.volumes import read_volume
+
+    task = config["tasks"]["isotropic"]
+    table = pd.read_csv(root / "results" / "tables" / "isotropic.csv")
+    assert [(p, m) for p, m in zip(table["plane"], table["method"])] == [
+        (p, m) for p in ("xy", "xz", "yz") for m in task["methods"]]
+    assert (table["n"] == task["planes_per_view"]).all()
+    assert_metrics_finite(table, [m for m in task["metrics"] if m != "resolution_ratio"])
+    assert_metrics_finite(table[table["plane"] != "xy"], ["resolution_ratio"])
+    assert "n/a" in (root / "results" / "tables" / "isotropic.md").read_text()
+    folder = root / "results" / "predictions" / "isotropic" / task["datasets"][0] / "vemdiffuse_a"
+    pred, voxel = read_volume(folder / "test.tif")
+    unc, _ = read_volume(folder / "test_uncertainty.tif")
+    assert unc.shape == pred.shape and voxel == pytest.approx((8.0, 8.0, 8.0))
+    seg = pd.read_csv(root / "results" / "tables" / "segmentation.csv")
+    assert list(seg["volume"]) == ["ground truth", "anisotropic input", *task["methods"]]
+    assert {"mIoU", "IoU_mito", "IoU_er", "IoU_background"} <= set(seg.columns)
+    assert "background is NOT counted" in (root / "results" / "tables" / "segmentation.md").read_text()
+    for figure in ["isotropic.png", "isotropic_mito3d.png"]:
+        assert (root / "results" / "figures" / figure).stat().st_size > 10_000

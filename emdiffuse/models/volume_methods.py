@@ -31,6 +31,9 @@ class VolumeMethod:
 
     name: str = ""
     learned: bool = True
+    #: what ``fit`` learns from: "isotropic" (an isotropic volume), "sections" (the anisotropic
+    #: volume it reconstructs) or None (not learned); the workflow picks the training file by it.
+    training_data: str | None = "isotropic"
     DEFAULTS: dict = {}
 
     def __init__(self, params: dict | None, *, z_factor: int, device: torch.device, seed: int):
@@ -134,7 +137,7 @@ def _as_volume(volume: np.ndarray, where: str) -> np.ndarray:
 class LinearMethod(VolumeMethod):
     """Linear interpolation between the two bracketing sections."""
 
-    name, learned = "linear", False
+    name, learned, training_data = "linear", False, None
     DEFAULTS = {"predict": {"chunk": 64}}
 
     def _predict(self, sections, start, seed, progress):
@@ -234,7 +237,7 @@ class VEMDiffuseIMethod(VolumeMethod):
                   "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
                   "section_profile": "box"},
         "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                    "chunk": 16},
+                    "chunk": 16, "precision": "fp32"},
     }
 
     def _build(self):
@@ -289,7 +292,8 @@ class VEMDiffuseIMethod(VolumeMethod):
         model = (self.ema if self.ema is not None else self.diffusion).eval()
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],
-                             batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress)
+                             batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress,
+                             precision=p["precision"])
         if p["samples"] == 1:
             del out["uncertainty"]
         return out
@@ -305,7 +309,7 @@ class VEMDiffuseAMethod(VEMDiffuseIMethod):
     ``patch`` (officially: duplicated).
     """
 
-    name = "vemdiffuse_a"
+    name, training_data = "vemdiffuse_a", "sections"
 
     def training_stack(self, volume: np.ndarray) -> np.ndarray:
         """The anisotropic volume re-sliced to (y, z, x), z mirrored up to the patch size."""

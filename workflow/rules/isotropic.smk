@@ -1,0 +1,320 @@
+# Isotropic volume reconstruction (vEMDiffuse-i/-a and baselines) and its segmentation mIoU.
+# Helpers: isotropic_common.smk; logic: emdiffuse/isotropic.py, emdiffuse/segmentation.py.
+
+
+rule make_volume_pairs:
+    input:
+        volume="data/prepared/{dataset}/volume.tif",
+        labels="data/prepared/{dataset}/labels.npz",
+    output:
+        train="data/pairs/isotropic/{dataset}/train_volume.tif",
+        train_labels="data/pairs/isotropic/{dataset}/train_labels.npz",
+        sections="data/pairs/isotropic/{dataset}/test_sections.tif",
+        truth="data/pairs/isotropic/{dataset}/test_truth.tif",
+        truth_labels="data/pairs/isotropic/{dataset}/test_labels.npz",
+    params:
+        test_sections=ISO["test_sections"] if ISO else 0,
+        test_crop=ISO.get("test_crop") if ISO else None,
+        gap=config["split"]["gap"],
+        z_factor=volume_z_factor,
+    wildcard_constraints:
+        dataset=alternatives(ISO_SCORED),
+    log:
+        "logs/make_volume_pairs/{dataset}.log",
+    benchmark:
+        "benchmarks/make_volume_pairs/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/make_volume_pairs.py"
+
+
+# Serial-section data (anisotropic voxels): its sections are the test input; no ground truth.
+rule make_volume_sections:
+    input:
+        volume="data/prepared/{dataset}/volume.tif",
+    output:
+        sections="data/pairs/isotropic/{dataset}/test_sections.tif",
+    params:
+        test_sections=ISO["test_sections"] if ISO else 0,
+        test_crop=ISO.get("test_crop") if ISO else None,
+        gap=config["split"]["gap"],
+        z_factor=volume_z_factor,
+    wildcard_constraints:
+        dataset=alternatives(ISO_SECTIONS_ONLY),
+    log:
+        "logs/make_volume_sections/{dataset}.log",
+    benchmark:
+        "benchmarks/make_volume_sections/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/make_volume_pairs.py"
+
+
+# One training file per method: the isotropic training volume, or for vEMDiffuse-a ONLY the
+# anisotropic test sections (self-supervised on the volume it reconstructs, as in the paper).
+# Interpolation is not learned and has no training job.
+rule train_volume:
+    input:
+        volume=volume_training_file,
+    output:
+        model="results/models/isotropic/{dataset}/{method}/model.pt",
+        history="results/models/isotropic/{dataset}/{method}/history.csv",
+    params:
+        method_params=volume_train_params,
+        z_factor=volume_z_factor,
+        seed=job_seed,
+    wildcard_constraints:
+        method=alternatives(ISO_LEARNED),
+    log:
+        "logs/train_volume/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/train_volume/{dataset}/{method}.tsv"
+    threads: 1  # CPU: two 1-thread jobs side by side beat one 2-thread job; GPU profiles raise it
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train_volume.py"
+
+
+rule predict_volume:
+    input:
+        unpack(volume_predict_inputs),
+    output:
+        prediction="results/predictions/isotropic/{dataset}/{method}/test.tif",
+    params:
+        method_params=method_params,
+        z_factor=volume_z_factor,
+        seed=job_seed,
+    wildcard_constraints:
+        method=alternatives([m for m in ISO_METHODS if m not in ISO_SAMPLED]),
+    log:
+        "logs/predict_volume/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/predict_volume/{dataset}/{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/predict_volume.py"
+
+
+# Methods drawing K > 1 samples also write the per-voxel std of the samples.
+use rule predict_volume as predict_volume_sampled with:
+    output:
+        prediction="results/predictions/isotropic/{dataset}/{method}/test.tif",
+        uncertainty="results/predictions/isotropic/{dataset}/{method}/test_uncertainty.tif",
+    wildcard_constraints:
+        method=alternatives(ISO_SAMPLED),
+    log:
+        "logs/predict_volume_sampled/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/predict_volume/{dataset}/{method}.tsv"
+
+
+rule evaluate_volume:
+    input:
+        unpack(volume_evaluate_inputs),
+    output:
+        metrics="results/metrics/isotropic/{dataset}/{method}.csv",
+    params:
+        metrics=ISO["metrics"] if ISO else [],
+        planes_per_view=ISO.get("planes_per_view", 16) if ISO else 16,
+        threshold=config["reliability_threshold"],
+    log:
+        "logs/evaluate_volume/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/evaluate_volume/{dataset}/{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/evaluate_volume.py"
+
+
+rule isotropic_table:
+    input:
+        volume_metric_files,
+    output:
+        csv=report(
+            "results/tables/isotropic.csv",
+            category="Tables",
+            labels={"task": "isotropic", "format": "csv"},
+        ),
+        md="results/tables/isotropic.md",
+    params:
+        metrics=ISO["metrics"] if ISO else [],
+        methods=ISO_METHODS,
+        budgets=volume_budgets,
+        factors=volume_factors,
+        unscored=volume_unscored,
+        threshold=config["reliability_threshold"],
+    log:
+        "logs/isotropic_table.log",
+    benchmark:
+        "benchmarks/isotropic_table/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/isotropic_table.py"
+
+
+rule isotropic_figure:
+    input:
+        unpack(volume_figure_inputs),
+    output:
+        report(
+            "results/figures/isotropic.png",
+            category="Figures",
+            labels={"task": "isotropic"},
+        ),
+    params:
+        methods=volume_figure_methods,
+        sampled=ISO_SAMPLED,
+        z_factor=figure_z_factor,
+        dataset=figure_dataset() if ISO_DATASETS else "",
+    log:
+        "logs/isotropic_figure.log",
+    benchmark:
+        "benchmarks/isotropic_figure/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/isotropic_figure.py"
+
+
+# Segmentation mIoU: a segmenter trained on the isotropic TRAINING volume and its labels, frozen.
+rule train_segmenter:
+    input:
+        volume="data/pairs/isotropic/{dataset}/train_volume.tif",
+        labels="data/pairs/isotropic/{dataset}/train_labels.npz",
+    output:
+        model="results/models/segmentation/{dataset}/segmenter.pt",
+        history="results/models/segmentation/{dataset}/history.csv",
+    params:
+        segmentation=segmentation_params,
+        seed=job_seed,
+    wildcard_constraints:
+        dataset=alternatives(ISO_SEGMENTED),
+    log:
+        "logs/train_segmenter/{dataset}.log",
+    benchmark:
+        "benchmarks/train_segmenter/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train_segmenter.py"
+
+
+rule segment_volumes:
+    input:
+        predictions=segment_predictions,
+        segmenter="results/models/segmentation/{dataset}/segmenter.pt",
+        truth="data/pairs/isotropic/{dataset}/test_truth.tif",
+        labels="data/pairs/isotropic/{dataset}/test_labels.npz",
+        sections="data/pairs/isotropic/{dataset}/test_sections.tif",
+    output:
+        scores="results/segmentation/{dataset}/iou.csv",
+        masks="results/segmentation/{dataset}/classes.npz",
+    params:
+        methods=segment_methods,
+        z_factor=volume_z_factor,
+    wildcard_constraints:
+        dataset=alternatives(ISO_SEGMENTED),
+    log:
+        "logs/segment_volumes/{dataset}.log",
+    benchmark:
+        "benchmarks/segment_volumes/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/segment_volumes.py"
+
+
+rule segmentation_table:
+    input:
+        segmentation_scores,
+    output:
+        csv=report(
+            "results/tables/segmentation.csv",
+            category="Tables",
+            labels={"task": "isotropic segmentation", "format": "csv"},
+        ),
+        md="results/tables/segmentation.md",
+    params:
+        classes=ISO["segmentation"]["classes"] if ISO_SEGMENTED else [],
+    log:
+        "logs/segmentation_table.log",
+    benchmark:
+        "benchmarks/segmentation_table/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/segmentation_table.py"
+
+
+rule mito3d_figure:
+    input:
+        unpack(render_inputs),
+    output:
+        report(
+            "results/figures/isotropic_mito3d.png",
+            category="Figures",
+            labels={"task": "isotropic segmentation"},
+        ),
+    params:
+        render_class=render_class,
+    log:
+        "logs/mito3d_figure.log",
+    benchmark:
+        "benchmarks/mito3d_figure/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/mito3d_figure.py"

@@ -1,0 +1,16 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.isotropic import train_volume
+
+train_volume(
+    snakemake.wildcards.method,
+    snakemake.params.method_params,
+    snakemake.params.z_factor,
+    snakemake.input.volume,
+    snakemake.params.seed,
+    snakemake.output.model,
+    snakemake.output.history,
+    threads=snakemake.threads,
+)
