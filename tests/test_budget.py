@@ -13,7 +13,7 @@ import torch
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 from test_methods import CPU, QUIET, toy_pairs
-from test_rcan import Killed, fit_killed_at, one_thread  # noqa: F401 (fixture)
+from test_rcan import Killed, fit_killed_at
 from test_train import pairs
 from torch import nn
 
@@ -26,6 +26,8 @@ from emdiffuse.tables import describe_budget, evaluate_images
 from emdiffuse.train import ProgressSchedule, train_loop
 
 LEARNED = ["care", "emdiffuse", "rcan", "pssr"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_own_mode_leaves_every_method_as_configured(default_config):

@@ -15,13 +15,7 @@ from emdiffuse.io import load_npz
 from emdiffuse.volumes import output_positions, read_volume, section_positions, write_volume
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from threads, and lose a lot when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ramp_volume(shape=(40, 24, 20)):

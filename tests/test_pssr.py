@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from test_methods import CPU, QUIET, toy_pairs
-from test_rcan import assert_resume_matches_uninterrupted, n_params, one_thread  # noqa: F401 (fixture)
+from test_rcan import assert_resume_matches_uninterrupted, n_params
 
 from emdiffuse.models.pssr import PSSRUNet, SelfAttention
 from emdiffuse.models.registry import build_method, load_method
@@ -15,6 +15,8 @@ from emdiffuse.models.registry import build_method, load_method
 TINY = {"model": {"width_mult": 1 / 16},
         "train": {"iterations": 6, "batch_size": 2, "patch": 32, "checkpoint_every": 2},
         "predict": {"tile": 32, "overlap": 8}}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pssr_reference_count(n_in=1, n_out=1, width=1.0, layers=(3, 4, 6, 3)):

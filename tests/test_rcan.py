@@ -17,13 +17,7 @@ TINY = {"model": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction":
         "predict": {"tile": 16, "overlap": 4}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from threads, and lose a lot when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(module):

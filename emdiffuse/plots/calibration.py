@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from . import save_figure
 from ..metrics.calibration import calibration_table  # noqa: E402
 
 
@@ -43,7 +43,5 @@ def calibration_figure(
     sweep_ax.set_ylim(-0.02, 1.02)
     sweep_ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path, dpi=150)
     return table

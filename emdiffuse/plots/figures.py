@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from . import save_figure
 
 
 def _inset(ax, image: np.ndarray, box: tuple[int, int, int], scale: float) -> None:
@@ -55,6 +55,4 @@ def restoration_figure(
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format=str(path).rsplit(".", 1)[-1])
-    plt.close(fig)
+    save_figure(fig, path, dpi=150)

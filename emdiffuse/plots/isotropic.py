@@ -9,13 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
-
-
-def _save(fig, path: str) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format=str(path).rsplit(".", 1)[-1])
-    plt.close(fig)
+from . import save_figure  # noqa: E402
 
 
 def middle_planes(volume: np.ndarray) -> dict[str, np.ndarray]:
@@ -58,7 +52,7 @@ def reconstruction_figure(path: str, panels: list[tuple[str, np.ndarray]],
             fig.colorbar(im, ax=axes[:, col], shrink=0.8, label="std of K samples")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path, dpi=130)
 
 
 def _render(ax, mask: np.ndarray, voxel_nm, step: int) -> int:
@@ -108,5 +102,5 @@ def mito_render_figure(path: str, panels: list[tuple[str, np.ndarray]], voxel_nm
         ax.set_title(title if count else f"{title}\n(nothing segmented)", fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path, dpi=130)
     return counts

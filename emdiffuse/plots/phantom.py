@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emdiffuse.io import atomic_path, read_tiff
+from emdiffuse.io import read_tiff
+from emdiffuse.plots import save_figure
 
 
 def load_reference_em(folder) -> dict[str, np.ndarray]:
@@ -62,6 +63,4 @@ def phantom_figure(path: str, volumes: dict[str, np.ndarray], reference: dict[st
         ax.set_xlabel("intensity", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=5)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from . import save_figure
 from .figures import _inset  # noqa: E402
 
 
@@ -45,6 +45,4 @@ def transfer_figure(path: str, rows: list[tuple[str, list[tuple[str, np.ndarray]
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1])
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
