@@ -58,7 +58,7 @@ def final_outputs():
     outputs = [out for task in TASKS for out in task_outputs(task)]
     if any(d["kind"] == "phantom" for d in config["datasets"].values()):
         outputs.append("results/figures/phantom.png")
-    return outputs
+    return outputs + study_outputs()  # sampling study, loss ablation (studies_common.smk)
 
 
 def metric_files(wildcards):
