@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
 from .config import ConfigError
 from .io import atomic_path, load_npz, save_npz, write_text
@@ -87,30 +88,39 @@ def sampling_settings(sampler: str, steps: list[int], limit: int | None, default
 
 def sampling_rows(method, subset: dict, settings: list[dict], *, samples: int, seed: int, metrics: list[str],
                   task: str, dataset: str, progress: bool = True) -> pd.DataFrame:
-    """Sample the subset under each setting with ``seed`` and score it: one row per (setting, image).
+    """Sample the subset under each setting and score it: one row per (setting, image).
 
-    Each subset image is one tile (``tile`` = its side), so the timing is sampling, not stitching.
-    ``seconds`` is the wall time of the whole setting (all images, K samples), ``s_per_mpix`` that
-    time per megapixel of output. An untimed one-step run first pays the one-off costs.
+    All subset images go through the sampler as one batch, as tiles do in prediction
+    (``EMDiffuseMethod.sample_tiles``), from one generator seeded with ``seed`` per setting, so every
+    setting starts from the same noise. ``seconds`` is the wall time of the setting (all images, K
+    samples), ``s_per_mpix`` that time per megapixel of output. An untimed one-step run first pays
+    the one-off costs.
     """
+    import torch
+
+    from .models.methods import upsample
     from .tables import evaluate_images
 
-    inputs, targets = subset["inputs"], subset["targets"]
-    megapixels = targets.size / 1e6
-    method.params["sample"].update(samples=int(samples), tile=int(targets.shape[-1]), overlap=0, batch=1,
-                                   difficulty=False)
-    method.params["sample"].update(sampler=settings[0]["sampler"], steps=1, precision=settings[0]["precision"])
-    method.predict(inputs[:1], seed=seed, progress=False)  # warm-up
-    frames = []
-    for setting in settings:
+    targets = subset["targets"]
+    tiles = torch.from_numpy(np.ascontiguousarray(upsample(subset["inputs"], method.scale, "bilinear")))[:, None]
+    method.params["sample"].update(samples=int(samples), difficulty=False)
+
+    def run(setting: dict) -> np.ndarray:
         method.params["sample"].update(setting)
+        with torch.inference_mode():
+            out = method.sample_tiles(tiles, torch.Generator().manual_seed(int(seed)))
+        return out[:, 0].clamp(0, 1).cpu().numpy()
+
+    run(dict(settings[0], steps=1))  # warm-up
+    frames = []
+    for setting in tqdm(settings, desc=f"{settings[0]['sampler']} settings", disable=not progress):
         start = time.perf_counter()
-        prediction = method.predict(inputs, seed=seed, progress=progress)["prediction"]
+        prediction = run(setting)
         seconds = time.perf_counter() - start
         rows = evaluate_images(prediction, targets, subset["level"], subset["level_name"], metrics,
                                task=task, dataset=dataset, method="emdiffuse")
         frames.append(rows.assign(image=subset["index"], **setting, samples=int(samples), seconds=seconds,
-                                  megapixels=megapixels, s_per_mpix=seconds / megapixels))
+                                  megapixels=targets.size / 1e6, s_per_mpix=seconds / (targets.size / 1e6)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -190,7 +200,10 @@ def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], 
         cells += [f"{r['s_per_mpix']:.1f}", "reference" if r["is_reference"] else "✓" if r["matches_reference"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *_sampling_findings(table, reference, metrics), "",
-              "Mean ± std over the subset images. s/Mpx: wall time of the sampling (all K samples, network and "
+              "The images are a subset of the test set sized for the CPU budget (config `sampling_study`). Mean ± std "
+              "over them; the ancestral sampler is stochastic, so with few images and small K its rows are single "
+              "random draws and differences within the ± std are sampling noise. s/Mpx: wall time of the sampling "
+              "(all K samples, network and "
               f"sampler) per megapixel of output on {about['threads']} thread(s), measured inside the job while other "
               "workflow jobs may run beside it: timings depend on machine load and are comparable within one run "
               "only. Every sampler's step takes one network evaluation, so time scales with steps."]
@@ -350,7 +363,8 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     settings, skipped = sampling_settings(sampler, study["steps"], limit, method.params["sample"])
     rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],
                          task=task, dataset=dataset, progress=progress) if settings else pd.DataFrame()
-    rows = pd.concat([rows, skipped_rows(sampler, skipped, limit)], ignore_index=True)
+    if skipped:
+        rows = pd.concat([rows, skipped_rows(sampler, skipped, limit)], ignore_index=True)
     rows["threads"] = torch.get_num_threads()
     with atomic_path(out_path) as tmp:
         rows.to_csv(tmp, index=False)

@@ -91,8 +91,8 @@ def normalization(channels: int, norm_groups: int) -> GroupNorm32:
 
 def norm_act(norm: GroupNorm32, x: torch.Tensor, scale: torch.Tensor | None = None,
              shift: torch.Tensor | None = None) -> torch.Tensor:
-    """SiLU(FiLM(GroupNorm(x))) in as few passes over memory as the case allows (the network is
-    bound by these element-wise passes as much as by its convolutions on the CPU).
+    """SiLU(FiLM(GroupNorm(x))) in as few passes over memory as the case allows (on the CPU about a
+    third of an evaluation in bf16 goes to such element-wise passes, the rest to convolutions).
 
     ``scale``/``shift``: (B, C) or None. When one row serves the whole batch (the sampler evaluates
     a batch at one noise level, see :meth:`DiffusionUNet.forward`), FiLM is folded into the norm's
