@@ -301,8 +301,9 @@ def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: li
              "loss (per-pixel log-scale head, mean(0.5 [exp(-2s) (eps - eps_hat)^2 + 2s])), 'loss off' with plain MSE "
              "on the noise. The two training losses are on different scales and not comparable.", "",
              "## Self-assessment", "",
-             f"Reliability: 99th percentile of the K-sample std map; flagged above {threshold:g}; recall/precision: "
-             "how many of the variant's worst 20 % LPIPS images the threshold flags. Pixel Spearman: per image, "
+             f"Reliability: 99th percentile of the K-sample std map; flagged above {threshold:g}; recall: share of the "
+             "variant's worst 20 % images (LPIPS) the threshold flags; precision: share of flagged images among those "
+             "worst. Pixel Spearman: per image, "
              "between the map and |prediction - ground truth|, averaged. Difficulty: the loss-on variant's predicted "
              "log error scale (higher = harder), mean over the image.", "",
              "| variant | " + " | ".join(name for _, name in ASSESSMENT_COLUMNS) + " |",
