@@ -232,3 +232,35 @@ def test_bf16_samples_stay_close_to_fp32(sampler):
     cond = torch.rand(2, 1, 16, 16, generator=_gen(4)) * 2 - 1
     a, b = (model.sample(cond, sampler=sampler, steps=4, generator=_gen(1), precision=p) for p in PRECISIONS)
     assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.03  # 0.003-0.012 measured
+
+
+@pytest.mark.parametrize("steps", [200, 50])
+def test_ancestral_with_fewer_steps_is_the_exact_rebuilt_chain(steps):
+    """``--step N`` rebuilds the schedule; the sampler is still exactly that shorter chain."""
+    mean, var = _toy_moments("ancestral", steps)
+    exact_mean, exact_var = _exact_ancestral_moments(MU, S, make_betas(**dict(TEST, steps=steps)))
+    assert abs(mean - exact_mean) < 0.03 * S
+    assert var == pytest.approx(exact_var, rel=0.04)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m"])
+def test_ode_samplers_converge_to_the_target_with_more_steps(sampler):
+    """The variance error shrinks as steps grow (the study's 10 / 20 / 50 steps), means stay right."""
+    errors = []
+    for steps in (10, 20, 50):
+        mean, var = _toy_moments(sampler, steps)
+        assert abs(mean - MU) < 0.03 * S
+        errors.append(abs(var / S**2 - 1))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_max_steps_per_sampler():
+    model = ConditionalDiffusion(GammaRecorder(), TRAIN, TEST)
+    assert model.max_steps("ancestral") is None
+    limit = model.max_steps("ddim")
+    assert limit == model.max_steps("dpmpp2m") == int(np.sum(alpha_bars(TEST) >= alpha_bars(TRAIN).min())) == 468
+    model.sample(torch.zeros(1, 1, 4, 4), sampler="ddim", steps=limit)
+    with pytest.raises(ValueError, match="steps must be in"):
+        model.sample(torch.zeros(1, 1, 4, 4), sampler="dpmpp2m", steps=limit + 1)
+    with pytest.raises(ValueError, match="sampler"):
+        model.max_steps("euler")

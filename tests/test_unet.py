@@ -4,6 +4,7 @@ import importlib.util
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emdiffuse.models.unet import PRESETS, AttentionBlock, DiffusionUNet, count_parameters
@@ -109,4 +110,45 @@ def test_official_reference_weights_load_and_compute_the_same_function(repo):
     with torch.no_grad():
         expected, out = ref(x, gamma), ours(x, gamma)
     assert expected.abs().max() > 0.1
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def _reference_module(repo):
+    spec = importlib.util.spec_from_file_location("reference_unet", repo / "bench" / "reference_unet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_inference_shortcuts_compute_the_training_function(repo, layout):
+    """Without autograd the net folds FiLM into the norm when the batch shares one noise level, runs
+    SiLU and the residual add in place and convolves up-sampling blocks on the small image; with
+    autograd it runs the plain official sequence. Both give the official function (fp32)."""
+    ref_module = _reference_module(repo)
+    net = ref_module.trained_like_(DiffusionUNet(**PRESETS["cpu-small"]), seed=3).eval().to(memory_format=layout)
+    x = torch.randn(3, 2, 64, 64).contiguous(memory_format=layout)
+    for gamma in (torch.tensor([0.4]), torch.full((3,), 0.4), torch.tensor([0.1, 0.5, 0.9])):
+        with torch.enable_grad():
+            expected = net(x, gamma).detach()
+        with torch.no_grad():
+            out = net(x, gamma)
+        assert expected.abs().max() > 0.1
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="gamma has 2 values for a batch of 3"):
+        net(x, torch.rand(2))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample_conv_equals_conv_of_the_upsampled_image(layout, bias):
+    from emdiffuse.models.unet import upsample_conv
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1, bias=bias)
+    h = torch.randn(2, 6, 7, 9).contiguous(memory_format=layout)
+    with torch.no_grad():
+        expected = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        out = upsample_conv(conv, h)
+    assert out.shape == (2, 5, 14, 18) and out.is_contiguous(memory_format=layout)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)

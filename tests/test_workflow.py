@@ -18,6 +18,8 @@ RULES += ["transfer_one_pair", "transfer_test_pairs", "transfer_finetune", "tran
 ISOTROPIC_RULES = ["make_volume_pairs", "train_volume", "predict_volume", "predict_volume_sampled", "evaluate_volume",
                    "isotropic_table", "isotropic_figure", "train_segmenter", "segment_volumes", "segmentation_table",
                    "mito3d_figure"]
+STUDY_RULES = ["study_subset", "sampling_run", "sampling_table", "loss_ablation_train", "loss_ablation_predict",
+               "loss_ablation_table"]
 
 
 def snakemake(repo, *args, cwd=None, check=True):
@@ -75,8 +77,27 @@ def test_dry_run_of_all_lists_every_rule(repo, tmp_path):
                      f"--configfile={repo / 'config' / 'config.yaml'}", "all")
     out = proc.stdout + proc.stderr
     stats = out[out.index("Job stats"):]
-    for rule in RULES + ISOTROPIC_RULES:
+    for rule in RULES + ISOTROPIC_RULES + STUDY_RULES:
         assert f"\n{rule} " in stats, f"rule {rule} missing from the dry run of all"
+
+
+@pytest.mark.parametrize("target,rules", [("table_sampling", ["sampling_run", "sampling_table", "study_subset"]),
+                                          ("table_loss_ablation", ["loss_ablation_train", "loss_ablation_table"])])
+def test_study_targets_build_only_their_study(repo, tmp_path, target, rules):
+    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={repo / 'config' / 'config.yaml'}", target)
+    out = proc.stdout + proc.stderr
+    assert all(f"rule {rule}:" in out for rule in rules)
+    assert "rule table:" not in out and "rule timings:" not in out
+
+
+def test_study_target_without_its_config_block_says_so(repo, tmp_path, test_config):
+    del test_config["sampling_study"]
+    cfg = tmp_path / "nostudy.yaml"
+    cfg.write_text(yaml.safe_dump(test_config))
+    proc = snakemake(repo, "-n", "--cores", "1", "--directory", str(tmp_path), f"--configfile={cfg}", "table_sampling",
+                     check=False)
+    assert proc.returncode != 0 and "needs a `sampling_study` block" in proc.stdout + proc.stderr
 
 
 def test_dry_run_of_the_paper_config(repo, tmp_path):
@@ -183,6 +204,19 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     for figure in ["denoise.png", "superres.png", "phantom.png", "denoise_calibration.png"]:
         assert (tmp_path / "results" / "figures" / figure).stat().st_size > 10_000
     assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
+    study = test_config["sampling_study"]
+    sampling = pd.read_csv(tmp_path / "results" / "tables" / "sampling.csv")
+    run = sampling[sampling["note"].isna()] if "note" in sampling else sampling
+    assert {(s, n) for s in study["samplers"] for n in study["steps"]} <= set(zip(run["sampler"], run["steps"]))
+    assert np.isfinite(run[[f"{m}_mean" for m in study["metrics"]] + ["s_per_mpix"]].to_numpy(float)).all()
+    assert set(run["precision"]) == {"bf16", "fp32"} and run["is_reference"].sum() == 1
+    assert "Reference: **ancestral, 4 steps" in (tmp_path / "results" / "tables" / "sampling.md").read_text()
+    assert (tmp_path / "results" / "figures" / "sampling.png").stat().st_size > 10_000
+    ablation = pd.read_csv(tmp_path / "results" / "tables" / "loss_ablation.csv")
+    assert list(ablation["method"]) == ["loss on", "loss off"]
+    assert (ablation["n"] == test_config["loss_ablation"]["images"]).all()
+    assert_metrics_finite(ablation, test_config["loss_ablation"]["metrics"])
+    assert np.isfinite(ablation["reliability_mean"]).all()
     pred = np.load(tmp_path / "results" / "predictions" / "denoise" / "phantom_neuropil" / "emdiffuse" / "test.npz")
     assert pred["uncertainty"].shape == pred["prediction"].shape
     assert_transfer_outputs(tmp_path, test_config)
@@ -218,6 +252,8 @@ def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
                                             "voxel_nm": [8, 8, 8]}}
     test_config["tasks"] = {"denoise": dict(test_config["tasks"]["denoise"], datasets=["my_stack"])}
     test_config.pop("transfer", None)  # it names the phantom datasets
+    for study in ("sampling_study", "loss_ablation"):
+        test_config[study]["dataset"] = "my_stack"
     cfg = tmp_path / "mine.yaml"
     cfg.write_text(yaml.safe_dump(test_config))
     snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={cfg}", "table_denoise")

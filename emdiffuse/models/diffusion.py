@@ -230,6 +230,18 @@ class ConditionalDiffusion(nn.Module):
                 maps.append(net(torch.cat([cond.float(), y], dim=1), gamma)[:, self.out_channels:])
         return torch.stack(maps).mean(0)
 
+    def max_steps(self, sampler: str) -> int | None:
+        """The most steps ``sampler`` can take: None (any number) for ancestral, which rebuilds its
+        schedule; for ddim/dpmpp2m the number of test-schedule levels inside the trained noise
+        range (468 on the official schedules), see :meth:`_timesteps`."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        return None if sampler == "ancestral" else self._ode_levels()
+
+    def _ode_levels(self) -> int:
+        """Test-schedule levels at or above the training schedule's lowest alpha_bar (all if none)."""
+        return int(np.sum(self.test_alpha_bar >= self.train_alpha_bar.min())) or len(self.test_alpha_bar)
+
     def _timesteps(self, steps: int | None, spacing: str) -> np.ndarray:
         """``steps`` distinct test-schedule indices from T-1 down to 0, where T-1 is the noisiest test
         level the network was trained on (alpha_bar >= the training schedule's minimum).
@@ -239,7 +251,7 @@ class ConditionalDiffusion(nn.Module):
         sampler washes out over many steps but a deterministic few-step solver cannot. Starting at
         alpha_bar ~ 4e-5 from pure noise drops a signal of amplitude sqrt(alpha_bar) < 0.007.
         """
-        T = int(np.sum(self.test_alpha_bar >= self.train_alpha_bar.min())) or len(self.test_alpha_bar)
+        T = self._ode_levels()
         steps = T if steps is None else int(steps)
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be in [1, {T}] (test schedule length), got {steps}")

@@ -433,34 +433,37 @@ class EMDiffuseMethod(Method):
             self.ema = copy.deepcopy(self.diffusion).eval().requires_grad_(False)
             self.ema.load_state_dict(state["ema"])
 
-    def _predict(self, inputs, seed, progress):
+    def sample_tiles(self, tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """K samples of each (B, 1, h, w) condition tile in [0, 1] (on the target grid), drawn in one
+        batch with the ``sample`` settings: (B, C, h, w) with C = mean, std over the K samples
+        (zero when K = 1) and, with ``sample.difficulty``, the mean difficulty map."""
         s = self.params["sample"]
         model = (self.ema if self.ema is not None else self.diffusion).eval()
         k = int(s["samples"])
+        cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
+        x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator, precision=s["precision"])
+        maps = [(x + 1) / 2]
+        if s["difficulty"]:
+            maps.append(model.difficulty(cond, x, generator=generator, precision=s["precision"]))
+        maps = [m.reshape(len(tiles), k, *x.shape[-2:]) for m in maps]
+        spread = maps[0].std(1) if k > 1 else torch.zeros_like(maps[0][:, 0])
+        return torch.stack([maps[0].mean(1), spread, *(m.mean(1) for m in maps[1:])], 1)
+
+    def _predict(self, inputs, seed, progress):
+        s = self.params["sample"]
         outputs = []
         for i, image in enumerate(inputs):
             # One CPU generator per image (an image's output does not depend on which others are
             # predicted); the sampler draws on it and moves the noise to the model's device, so a
             # seed gives the same noise on every device.
             generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-
-            def fn(tiles: torch.Tensor) -> torch.Tensor:
-                cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
-                x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator,
-                                 precision=s["precision"])
-                maps = [(x + 1) / 2]
-                if s["difficulty"]:
-                    maps.append(model.difficulty(cond, x, generator=generator, precision=s["precision"]))
-                maps = [m.reshape(len(tiles), k, *x.shape[-2:]) for m in maps]
-                spread = maps[0].std(1) if k > 1 else torch.zeros_like(maps[0][:, 0])
-                return torch.stack([maps[0].mean(1), spread, *(m.mean(1) for m in maps[1:])], 1)
-
             cond = upsample(image[None], self.scale, "bilinear")[0]
-            outputs.append(tiled_apply(fn, cond, tile=s["tile"], overlap=s["overlap"], batch=s["batch"],
-                                       multiple=self.multiple, progress=progress))
+            outputs.append(tiled_apply(lambda tiles, g=generator: self.sample_tiles(tiles, g), cond, tile=s["tile"],
+                                       overlap=s["overlap"], batch=s["batch"], multiple=self.multiple,
+                                       progress=progress))
         out = np.stack(outputs).astype(np.float32)
         result = {"prediction": out[:, 0]}
-        if k > 1:
+        if int(s["samples"]) > 1:
             result["uncertainty"] = out[:, 1]
         if s["difficulty"]:
             result["difficulty"] = out[:, 2]

@@ -76,13 +76,38 @@ class GroupNorm32(nn.GroupNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x, self.weight, self.bias)
+
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Group-normalise ``x`` with another per-channel affine (e.g. one with FiLM folded in)."""
         h = x.float() if x.dtype == torch.float16 else x
-        out = F.group_norm(h, self.num_groups, self.weight.to(h.dtype), self.bias.to(h.dtype), self.eps)
+        out = F.group_norm(h, self.num_groups, weight.to(h.dtype), bias.to(h.dtype), self.eps)
         return out.to(x.dtype)
 
 
 def normalization(channels: int, norm_groups: int) -> GroupNorm32:
     return GroupNorm32(_num_groups(channels, norm_groups), channels)
+
+
+def norm_act(norm: GroupNorm32, x: torch.Tensor, scale: torch.Tensor | None = None,
+             shift: torch.Tensor | None = None) -> torch.Tensor:
+    """SiLU(FiLM(GroupNorm(x))) in as few passes over memory as the case allows (on the CPU about a
+    third of an evaluation in bf16 goes to such element-wise passes, the rest to convolutions).
+
+    ``scale``/``shift``: (B, C) or None. When one row serves the whole batch (the sampler evaluates
+    a batch at one noise level, see :meth:`DiffusionUNet.forward`), FiLM is folded into the norm's
+    affine, ``w (1 + scale)`` and ``b (1 + scale) + shift``, saving a pass. Without autograd SiLU
+    overwrites the fresh norm output instead of allocating another tensor.
+    """
+    if scale is not None and scale.shape[0] == 1:
+        gain = 1 + scale[0].float()
+        h = norm.normalize(x, norm.weight.float() * gain, norm.bias.float() * gain + shift[0].float())
+    else:
+        h = norm(x)
+        if scale is not None:
+            scale, shift = scale.to(h.dtype)[..., None, None], shift.to(h.dtype)[..., None, None]
+            h = torch.addcmul(shift, h, 1 + scale)  # one pass, keeps the memory format
+    return F.silu(h, inplace=not torch.is_grad_enabled())
 
 
 class EmbedBlock(nn.Module):
@@ -116,17 +141,48 @@ class ResBlock(EmbedBlock):
                                 else nn.Conv2d(channels, out_channel, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        norm, act, conv = self.in_layers
-        h = act(norm(x))
-        if self.resample is not None:  # resample after the activation, before the conv (official order)
-            h, x = self.resample(h), self.resample(x)
-        h = conv(h)
-        scale, shift = self.emb_layers(emb).to(h.dtype)[..., None, None].chunk(2, dim=1)
-        out_norm, *rest = self.out_layers
-        h = torch.addcmul(shift, out_norm(h), 1 + scale)  # FiLM in one pass, keeps memory format
-        for layer in rest:
-            h = layer(h)
-        return self.skip_connection(x) + h
+        norm, _, conv = self.in_layers
+        h = norm_act(norm, x)
+        if self.resample is _upsample and not torch.is_grad_enabled():
+            h, x = upsample_conv(conv, h), self.resample(x)  # the same function, 2.25x fewer multiply-adds
+        else:
+            if self.resample is not None:  # resample after the activation, before the conv (official order)
+                h, x = self.resample(h), self.resample(x)
+            h = conv(h)
+        scale, shift = self.emb_layers(emb).chunk(2, dim=1)
+        out_norm, _, dropout, out_conv = self.out_layers
+        h = out_conv(dropout(norm_act(out_norm, h, scale, shift)))
+        skip = self.skip_connection(x)
+        return skip + h if torch.is_grad_enabled() else h.add_(skip)  # h is fresh: no new tensor
+
+
+def _phase_weights(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I, 3, 3) -> (4 O, I, 2, 2): for each output phase (a, b) of a 3x3 convolution on a x2
+    nearest-upsampled image, the taps folded onto the 2x2 source window they read (summed where
+    two taps land on the same source pixel). Phase order (0, 0), (0, 1), (1, 0), (1, 1)."""
+    def fold(w: torch.Tensor, dim: int) -> list[torch.Tensor]:
+        t0, t1, t2 = w.unbind(dim)
+        return [torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)]  # phase 0: rows i-1, i; 1: i, i+1
+
+    return torch.cat([col for row in fold(weight, 2) for col in fold(row, 3)], 0)
+
+
+def upsample_conv(conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+    """``conv(nearest_upsample_x2(h))`` for a 3x3, padding-1 conv, without the upsampled tensor.
+
+    Each output phase of the high-resolution conv reads a 2x2 window of ``h``, so one 2x2 conv with
+    4x the output channels on the small image computes all four (16 instead of 36 multiply-adds per
+    output pixel and channel, the official up-sampling blocks' costliest layer); the phases are then
+    interleaved. Equal to the direct form up to float rounding (the folded taps are summed first).
+    """
+    b, _, height, width = h.shape
+    out_channels = conv.out_channels
+    y = F.conv2d(h, _phase_weights(conv.weight), None, padding=1)  # (B, 4 O, H + 1, W + 1)
+    layout = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((b, out_channels, 2 * height, 2 * width), dtype=y.dtype, device=y.device, memory_format=layout)
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        out[:, :, dy::2, dx::2] = y[:, k * out_channels:(k + 1) * out_channels, dy:dy + height, dx:dx + width]
+    return out if conv.bias is None else out.add_(conv.bias.to(out.dtype).view(1, -1, 1, 1))
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
@@ -256,7 +312,11 @@ class DiffusionUNet(nn.Module):
         Returns the predicted noise, (B, out_channel, H, W).
         """
         self._check_input(x)
-        gamma = gamma.reshape(-1).expand(x.shape[0]) if gamma.numel() == 1 else gamma.reshape(-1)
+        gamma = gamma.reshape(-1)
+        if gamma.numel() != x.shape[0] and gamma.numel() != 1:
+            raise ValueError(f"DiffusionUNet: gamma has {gamma.numel()} values for a batch of {x.shape[0]}")
+        if bool((gamma == gamma[0]).all()):  # one noise level for the batch (sampling): one embedding row,
+            gamma = gamma[:1]                 # broadcast, which lets each block fold FiLM into its norm
         emb = self.cond_embed(gamma_embedding(gamma, self.inner_channel))
         skips = []
         h = x
@@ -266,7 +326,8 @@ class DiffusionUNet(nn.Module):
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)
+        norm, _, conv = self.out
+        return conv(norm_act(norm, h))
 
     def _check_input(self, x: torch.Tensor) -> None:
         factor = 2 ** (len(self.channel_mults) - 1)

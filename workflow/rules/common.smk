@@ -62,7 +62,7 @@ def final_outputs():
     outputs += transfer_outputs()
     if any(d["kind"] == "phantom" for d in config["datasets"].values()):
         outputs.append("results/figures/phantom.png")
-    return outputs
+    return outputs + study_outputs()  # sampling study, loss ablation (studies_common.smk)
 
 
 def metric_files(wildcards):

@@ -1,0 +1,418 @@
+"""Two EMDiffuse studies beside the main tables, and their workflow steps.
+
+* **Quality versus sampling steps** (config ``sampling_study``): one trained model, a subset of
+  its test set, every sampler x number of steps at one seed (every setting starts from the same
+  noise, so differences are the sampler's, not the draw's), scored with the table metrics and timed
+  (seconds of sampling per megapixel of output, K samples included). The reference is the first
+  sampler at its most steps (default: the official ancestral sampler at its documented 1000); a
+  setting *matches* it when it is worse by at most a tolerance (issue: LPIPS 0.01, FSIM 0.005).
+  The default sampler also runs at the other network precision (bf16 vs fp32).
+* **Difficulty-aware loss on/off** (config ``loss_ablation``): EMDiffuse trained twice at the same
+  reduced budget and seed, once with the paper's heteroscedastic loss and once with plain MSE,
+  sampled alike, scored on the same test subset, with how well each variant's uncertainty (and the
+  loss-on variant's difficulty map) points at its errors.
+
+Both score a subset of the test pairs (:func:`pair_subset`): ``images`` spread evenly over the
+test set (several slices and noise levels) and centre-cropped, to fit a CPU budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from .config import ConfigError
+from .io import atomic_path, load_npz, save_npz, write_text
+from .patches import pair_scale
+
+PAIR_KEYS = ("inputs", "targets", "level", "level_name")
+SUMMARY_KEYS = ["sampler", "steps", "precision"]
+DEFAULT_TOLERANCE = {"LPIPS": 0.01, "FSIM": 0.005}  # issue 3: "LPIPS within 0.01, FSIM within 0.005"
+LOSS_VARIANTS = {"on": True, "off": False}  # wildcard value -> train.difficulty_loss
+
+
+# --- the test subset ---------------------------------------------------------------------------
+
+
+def pair_subset(pairs: dict, images: int, crop: int, *, where: str = "subset") -> dict:
+    """``images`` pairs spread evenly over the test set, centre-cropped to ``crop`` target pixels.
+
+    For super-resolution the input is cropped to ``crop / factor`` on the same centre, so the
+    pair stays aligned. ``index`` records which test images were taken.
+    """
+    targets, inputs = pairs["targets"], pairs["inputs"]
+    factor = pair_scale(inputs, targets)
+    n = len(targets)
+    if not 1 <= images <= n:
+        raise ConfigError(f"{where}.images: {images}, but the test set has {n} images")
+    if not factor <= crop <= min(targets.shape[-2:]) or crop % factor:
+        raise ConfigError(f"{where}.crop: {crop} must be at most the test image side {min(targets.shape[-2:])} "
+                          f"and a multiple of the super-resolution factor {factor}")
+    index = np.unique(np.round(np.linspace(0, n - 1, images)).astype(int))
+    size = crop // factor
+    y0, x0 = ((s - size) // 2 for s in inputs.shape[-2:])
+    return {
+        "inputs": inputs[index, y0:y0 + size, x0:x0 + size],
+        "targets": targets[index, y0 * factor:(y0 + size) * factor, x0 * factor:(x0 + size) * factor],
+        "level": pairs["level"][index],
+        "level_name": pairs["level_name"],
+        "index": index,
+    }
+
+
+# --- quality versus sampling steps -------------------------------------------------------------
+
+
+def sampling_settings(sampler: str, steps: list[int], limit: int | None, default: dict) -> tuple[list[dict], list[int]]:
+    """The (sampler, steps, precision) settings one sampler runs, and the step counts it cannot take.
+
+    Every step count runs at the configured precision; the configured (default) sampler also runs
+    its configured steps at the other precision, so the table shows what bf16 costs. ``limit``
+    is the sampler's most steps (None: any; see ``ConditionalDiffusion.max_steps``).
+    """
+    precision = default["precision"]
+    settings = [{"sampler": sampler, "steps": int(n), "precision": precision}
+                for n in steps if limit is None or n <= limit]
+    if sampler == default["sampler"]:
+        for p in (precision, "fp32" if precision == "bf16" else "bf16"):
+            extra = {"sampler": sampler, "steps": int(default["steps"]), "precision": p}
+            if extra not in settings:
+                settings.append(extra)
+    return settings, [int(n) for n in steps if limit is not None and n > limit]
+
+
+def sampling_rows(method, subset: dict, settings: list[dict], *, samples: int, seed: int, metrics: list[str],
+                  task: str, dataset: str, progress: bool = True) -> pd.DataFrame:
+    """Sample the subset under each setting and score it: one row per (setting, image).
+
+    All subset images go through the sampler as one batch, as tiles do in prediction
+    (``EMDiffuseMethod.sample_tiles``), from one generator seeded with ``seed`` per setting, so every
+    setting starts from the same noise. ``seconds`` is the wall time of the setting (all images, K
+    samples), ``s_per_mpix`` that time per megapixel of output. An untimed one-step run first pays
+    the one-off costs.
+    """
+    import torch
+
+    from .models.methods import upsample
+    from .tables import evaluate_images
+
+    targets = subset["targets"]
+    tiles = torch.from_numpy(np.ascontiguousarray(upsample(subset["inputs"], method.scale, "bilinear")))[:, None]
+    method.params["sample"].update(samples=int(samples), difficulty=False)
+
+    def run(setting: dict) -> np.ndarray:
+        method.params["sample"].update(setting)
+        with torch.inference_mode():
+            out = method.sample_tiles(tiles, torch.Generator().manual_seed(int(seed)))
+        return out[:, 0].clamp(0, 1).cpu().numpy()
+
+    run(dict(settings[0], steps=1))  # warm-up
+    frames = []
+    for setting in tqdm(settings, desc=f"{settings[0]['sampler']} settings", disable=not progress):
+        start = time.perf_counter()
+        prediction = run(setting)
+        seconds = time.perf_counter() - start
+        rows = evaluate_images(prediction, targets, subset["level"], subset["level_name"], metrics,
+                               task=task, dataset=dataset, method="emdiffuse")
+        frames.append(rows.assign(image=subset["index"], **setting, samples=int(samples), seconds=seconds,
+                                  megapixels=targets.size / 1e6, s_per_mpix=seconds / (targets.size / 1e6)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def skipped_rows(sampler: str, skipped: list[int], limit: int | None) -> pd.DataFrame:
+    """Rows naming the step counts a sampler cannot take, so the table says why they are missing."""
+    note = f"not run: {sampler} takes at most {limit} distinct steps inside the trained noise range"
+    return pd.DataFrame([{"sampler": sampler, "steps": n, "note": note} for n in skipped],
+                        columns=["sampler", "steps", "note"])
+
+
+def sampling_summary(rows: pd.DataFrame, metrics: list[str], *, tolerance: dict[str, float]) -> tuple[pd.DataFrame, dict]:
+    """Mean per setting, the difference to the reference and whether it matches it.
+
+    The reference is the first sampler of ``rows`` at its most steps, at the precision most of its
+    rows use. A setting matches when no toleranced metric is worse than the reference's by more
+    than its tolerance (better is fine). Returns the table and the reference setting.
+    """
+    from .metrics import METRICS
+
+    run = rows[rows["note"].isna()] if "note" in rows else rows
+    first = run[run["sampler"] == run["sampler"].iloc[0]]
+    reference = {"sampler": first["sampler"].iloc[0], "steps": int(first["steps"].max()),
+                 "precision": first["precision"].mode().iloc[0]}
+    records = []
+    for key, group in run.groupby(SUMMARY_KEYS, sort=False):
+        rec = dict(zip(SUMMARY_KEYS, key), n=len(group), samples=int(group["samples"].iloc[0]),
+                   seconds=float(group["seconds"].iloc[0]), s_per_mpix=float(group["s_per_mpix"].iloc[0]))
+        for m in metrics:
+            rec[f"{m}_mean"], rec[f"{m}_std"] = group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else 0.0
+        records.append(rec)
+    table = pd.DataFrame(records)
+    ref = table[(table[SUMMARY_KEYS] == pd.Series(reference)).all(axis=1)].iloc[0]
+    matches = np.ones(len(table), bool)
+    for m in metrics:
+        table[f"{m}_delta"] = table[f"{m}_mean"] - ref[f"{m}_mean"]
+        if m in tolerance:
+            worse = -table[f"{m}_delta"] if METRICS[m].higher_is_better else table[f"{m}_delta"]
+            matches &= (worse <= tolerance[m] + 1e-12).to_numpy()
+    table["matches_reference"] = matches
+    table["is_reference"] = (table[SUMMARY_KEYS] == pd.Series(reference)).all(axis=1)
+    if "note" in rows:
+        notes = rows[rows["note"].notna()][["sampler", "steps", "note"]].drop_duplicates()
+        table = pd.concat([table, notes], ignore_index=True)
+        table[["matches_reference", "is_reference"]] = table[["matches_reference", "is_reference"]].fillna(False)
+    order = {s: i for i, s in enumerate(dict.fromkeys(rows["sampler"]))}
+    other_precision = table["precision"].notna() & (table["precision"] != reference["precision"])
+    table = table.assign(_s=table["sampler"].map(order), _p=other_precision)
+    table = table.sort_values(["_s", "_p", "steps"], ascending=[True, True, False]).drop(columns=["_s", "_p"])
+    return table.reset_index(drop=True), reference
+
+
+def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], *, tolerance: dict[str, float],
+                      about: dict) -> str:
+    """The quality-versus-steps table, the reference named, matching settings marked, caveats stated."""
+    from .metrics import METRICS
+
+    ref_name = f"{reference['sampler']}, {reference['steps']} steps ({reference['precision']})"
+    tol = ", ".join(f"{m} {t:g}" for m, t in tolerance.items())
+    lines = [f"# Quality versus sampling steps: EMDiffuse, {about['task']} / {about['dataset']}", "",
+             f"Model `{about['model']}`; {about['images']} test images (indices {about['index']}), centre crop "
+             f"{about['crop']} px, K = {about['samples']} sample(s) per image, seed {about['seed']} (the same initial "
+             f"noise for every setting). Reference: **{ref_name}**" + (
+                 ", the official sampler at its documented length." if (reference["sampler"], reference["steps"])
+                 == ("ancestral", 1000) else " (the first configured sampler at its most steps)."),
+             "", f"✓: within the tolerance of the reference ({tol}; worse by at most that much, better is fine).", ""]
+    header = ["sampler", "steps", "precision"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
+    header += [f"Δ{m}" for m in tolerance] + ["s/Mpx", "≈ ref"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in table.iterrows():
+        if isinstance(r.get("note"), str):
+            lines.append(f"| {r['sampler']} | {int(r['steps'])} | — | " + " | ".join(["—"] * (len(header) - 4))
+                         + f" | {r['note']} |")
+            continue
+        cells = [r["sampler"], str(int(r["steps"])), r["precision"]]
+        cells += [f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" for m in metrics]
+        cells += [f"{r[f'{m}_delta']:+.4f}" for m in tolerance]
+        cells += [f"{r['s_per_mpix']:.1f}", "reference" if r["is_reference"] else "✓" if r["matches_reference"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *_sampling_findings(table, reference, metrics), "",
+              "The images are a subset of the test set sized for the CPU budget (config `sampling_study`). Mean ± std "
+              "over them; the ancestral sampler is stochastic, so with few images and small K its rows are single "
+              "random draws and differences within the ± std are sampling noise. s/Mpx: wall time of the sampling "
+              "(all K samples, network and "
+              f"sampler) per megapixel of output on {about['threads']} thread(s), measured inside the job while other "
+              "workflow jobs may run beside it: timings depend on machine load and are comparable within one run "
+              "only. Every sampler's step takes one network evaluation, so time scales with steps."]
+    return "\n".join(lines) + "\n"
+
+
+def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str]) -> list[str]:
+    """Plain-language lines: the fastest matching setting per sampler, and what bf16 costs."""
+    run = table[table["note"].isna()] if "note" in table else table
+    lines = []
+    for sampler, group in run[run["precision"] == reference["precision"]].groupby("sampler", sort=False):
+        ok = group[group["matches_reference"] & ~group["is_reference"]]
+        lines.append(f"- {sampler}: " + (f"fewest steps within tolerance: {int(ok['steps'].min())}" if len(ok)
+                                         else "no setting with fewer steps is within tolerance of the reference"))
+    pairs = run.groupby(["sampler", "steps"]).filter(lambda g: set(g["precision"]) == {"bf16", "fp32"})
+    for (sampler, steps), g in pairs.groupby(["sampler", "steps"], sort=False):
+        bf, fp = g[g["precision"] == "bf16"].iloc[0], g[g["precision"] == "fp32"].iloc[0]
+        deltas = ", ".join(f"{m} {bf[f'{m}_mean'] - fp[f'{m}_mean']:+.4f}" for m in metrics)
+        lines.append(f"- precision, {sampler} {int(steps)} steps: bf16 - fp32 = {deltas}; time "
+                     f"{bf['s_per_mpix'] / fp['s_per_mpix']:.2f}x of fp32")
+    return lines
+
+
+# --- difficulty-aware loss on / off ------------------------------------------------------------
+
+
+def ablation_params(method_params: dict, ablation: dict, variant: str) -> dict:
+    """EMDiffuse's config with the ablation's budget and the loss switched on or off.
+
+    Only ``iterations`` and ``patch`` (and the loss) change, identically for both variants; the
+    loss-on variant also predicts its difficulty map.
+    """
+    if variant not in LOSS_VARIANTS:
+        raise ConfigError(f"loss_ablation: variant must be one of {list(LOSS_VARIANTS)}, got {variant!r}")
+    params = copy.deepcopy(method_params)
+    params["train"].update(iterations=int(ablation["iterations"]), patch=int(ablation["patch"]),
+                           difficulty_loss=LOSS_VARIANTS[variant])
+    params["sample"]["difficulty"] = LOSS_VARIANTS[variant]
+    return params
+
+
+def _pixel_spearman(maps: np.ndarray, errors: np.ndarray) -> float:
+    """Mean over images of the per-pixel Spearman correlation between a map and the absolute error."""
+    values = [spearmanr(m.ravel(), e.ravel()).statistic for m, e in zip(maps, errors)]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def ablation_self_assessment(pred: dict, targets: np.ndarray, rows: pd.DataFrame, threshold: float,
+                             *, error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> dict:
+    """How well a variant's uncertainty (and difficulty map) flags its errors, image- and pixel-wise."""
+    from .metrics.calibration import calibration_table
+
+    errors = rows[error_metric].to_numpy(dtype=np.float64)
+    abs_error = np.abs(pred["prediction"] - targets)
+    out = {"reliability_mean": float("nan"), "flagged": 0, "spearman_reliability": float("nan"),
+           "recall": float("nan"), "precision": float("nan"), "pixel_spearman_uncertainty": float("nan"),
+           "difficulty_mean": float("nan"), "spearman_difficulty": float("nan"),
+           "pixel_spearman_difficulty": float("nan")}
+    if "uncertainty" in pred:
+        cal = calibration_table(rows["reliability"].to_numpy(), errors, threshold,
+                                float(np.quantile(errors, bad_quantile)))
+        out.update(reliability_mean=float(rows["reliability"].mean()), flagged=int(rows["unreliable"].sum()),
+                   spearman_reliability=cal["spearman"], recall=cal["recall"], precision=cal["precision"],
+                   pixel_spearman_uncertainty=_pixel_spearman(pred["uncertainty"], abs_error))
+    if "difficulty" in pred:
+        per_image = pred["difficulty"].reshape(len(errors), -1).mean(axis=1)
+        constant = np.ptp(per_image) == 0 or len(errors) < 3
+        out.update(difficulty_mean=float(per_image.mean()),
+                   spearman_difficulty=float("nan") if constant else float(spearmanr(per_image, errors).statistic),
+                   pixel_spearman_difficulty=_pixel_spearman(pred["difficulty"], abs_error))
+    return out
+
+
+ASSESSMENT_COLUMNS = [
+    ("reliability_mean", "reliability (mean)"), ("flagged", "flagged"),
+    ("spearman_reliability", "Spearman(reliability, LPIPS)"), ("recall", "recall"), ("precision", "precision"),
+    ("pixel_spearman_uncertainty", "pixel Spearman(std, abs error)"),
+    ("spearman_difficulty", "Spearman(difficulty, LPIPS)"),
+    ("pixel_spearman_difficulty", "pixel Spearman(difficulty, abs error)"),
+    ("final_loss", "final training loss"), ("train_seconds", "training s"),
+]
+
+
+def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: list[str], *, budget: str,
+                      about: dict, threshold: float) -> str:
+    """The metric table (as the task tables) followed by the self-assessment per variant."""
+    from .tables import to_markdown
+
+    text = to_markdown(table, metrics, title=f"Difficulty-aware loss on / off: EMDiffuse, {about['task']} / "
+                       f"{about['dataset']}", budgets={m: budget for m in table["method"].unique()},
+                       threshold=threshold)
+    lines = ["", f"Both variants: same seed, data, budget and sampling; {about['images']} test images (indices "
+             f"{about['index']}), centre crop {about['crop']} px. 'loss on' trains with the paper's difficulty-aware "
+             "loss (per-pixel log-scale head, mean(0.5 [exp(-2s) (eps - eps_hat)^2 + 2s])), 'loss off' with plain MSE "
+             "on the noise. The two training losses are on different scales and not comparable.", "",
+             "## Self-assessment", "",
+             f"Reliability: 99th percentile of the K-sample std map; flagged above {threshold:g}; recall: share of the "
+             "variant's worst 20 % images (LPIPS) the threshold flags; precision: share of flagged images among those "
+             "worst. Pixel Spearman: per image, "
+             "between the map and |prediction - ground truth|, averaged. Difficulty: the loss-on variant's predicted "
+             "log error scale (higher = harder), mean over the image.", "",
+             "| variant | " + " | ".join(name for _, name in ASSESSMENT_COLUMNS) + " |",
+             "|---|" + "---|" * len(ASSESSMENT_COLUMNS)]
+    for _, r in assessment.iterrows():
+        cells = [r["method"]]
+        for key, _ in ASSESSMENT_COLUMNS:
+            v = r[key]
+            cells.append("—" if pd.isna(v) else f"{int(v)}/{int(r['n'])}" if key == "flagged"
+                         else f"{v:.1f}" if key == "train_seconds" else f"{v:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return text + "\n".join(lines) + "\n"
+
+
+# --- workflow steps ------------------------------------------------------------------------------
+
+
+def check_studies(config: dict) -> None:
+    """A study must name a task and dataset of the config whose table trains EMDiffuse."""
+    for key in ("sampling_study", "loss_ablation"):
+        study = config.get(key)
+        if study is None:
+            continue
+        task = config.get("tasks", {}).get(study["task"])
+        if task is None:
+            raise ConfigError(f"{key}.task: '{study['task']}' is not a task of this config "
+                              f"(tasks: {sorted(config.get('tasks', {}))})")
+        if study["dataset"] not in task["datasets"]:
+            raise ConfigError(f"{key}.dataset: '{study['dataset']}' is not among tasks.{study['task']}.datasets "
+                              f"{task['datasets']}")
+        if "emdiffuse" not in task["methods"] or "emdiffuse" not in config.get("methods", {}):
+            raise ConfigError(f"{key}: tasks.{study['task']}.methods must include emdiffuse (the study uses its settings)")
+    ablation = config.get("loss_ablation")
+    if ablation is not None and "LPIPS" not in ablation.get("metrics", ["LPIPS"]):
+        raise ConfigError("loss_ablation.metrics: must include LPIPS (the self-assessment ranks images by it)")
+
+
+def make_subset(pairs_path: str, images: int, crop: int, out_path: str, *, where: str = "subset") -> None:
+    """Write the test subset a study scores (see :func:`pair_subset`)."""
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    save_npz(out_path, **pair_subset(pairs, int(images), int(crop), where=where))
+
+
+def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, seed: int, out_path: str, *,
+                 task: str, dataset: str, threads: int | None = None, progress: bool = True) -> None:
+    """One sampler's rows of the quality-versus-steps table (every configured step count)."""
+    import torch
+
+    from .device import pick_device, set_threads
+    from .models.registry import load_method
+
+    set_threads(threads)
+    method = load_method(model_path, device=pick_device())
+    subset = load_npz(subset_path, required=PAIR_KEYS + ("index",))
+    if subset["targets"].shape[-1] % method.multiple:
+        raise ConfigError(f"sampling_study.crop: {subset['targets'].shape[-1]} must be a multiple of {method.multiple}")
+    limit = method.diffusion.max_steps(sampler)
+    settings, skipped = sampling_settings(sampler, study["steps"], limit, method.params["sample"])
+    rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],
+                         task=task, dataset=dataset, progress=progress) if settings else pd.DataFrame()
+    if skipped:
+        rows = pd.concat([rows, skipped_rows(sampler, skipped, limit)], ignore_index=True)
+    rows["threads"] = torch.get_num_threads()
+    with atomic_path(out_path) as tmp:
+        rows.to_csv(tmp, index=False)
+
+
+def sampling_table(run_csvs: list[str], study: dict, about: dict, csv_path: str, md_path: str, png_path: str) -> None:
+    """Gather the samplers' rows into ``sampling.{csv,md}`` and the figure."""
+    from .plots.sampling import sampling_figure
+
+    rows = pd.concat([pd.read_csv(p) for p in run_csvs], ignore_index=True)
+    if "note" not in rows:
+        rows["note"] = np.nan
+    tolerance = {m: t for m, t in DEFAULT_TOLERANCE.items() if m in study["metrics"]}
+    table, reference = sampling_summary(rows, study["metrics"], tolerance=tolerance)
+    run = rows[rows["note"].isna()]
+    about = dict(about, images=int(run["image"].nunique()), index=sorted(int(i) for i in run["image"].unique()),
+                 samples=int(run["samples"].iloc[0]), threads=int(rows["threads"].iloc[0]))
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(md_path, sampling_markdown(table, reference, study["metrics"], tolerance=tolerance, about=about))
+    sampling_figure(png_path, table, reference, study["metrics"], tolerance=tolerance,
+                    title=f"EMDiffuse sampling: {about['task']} / {about['dataset']}")
+
+
+def loss_ablation(predictions: dict[str, str], histories: dict[str, str], subset_path: str, metrics: list[str],
+                  budget: str, about: dict, csv_path: str, md_path: str, *, threshold: float) -> None:
+    """Score both variants on the subset; write the metric table and the self-assessment summary."""
+    from .tables import evaluate_images, summarize
+
+    subset = load_npz(subset_path, required=PAIR_KEYS + ("index",))
+    frames, assessment = [], []
+    for variant, path in predictions.items():
+        name = f"loss {variant}"
+        pred = load_npz(path, required=("prediction",))
+        rows = evaluate_images(pred["prediction"], subset["targets"], subset["level"], subset["level_name"], metrics,
+                               task=about["task"], dataset=about["dataset"], method=name,
+                               uncertainty=pred.get("uncertainty"), threshold=threshold)
+        history = pd.read_csv(histories[variant])
+        record = {"method": name, "n": len(rows), **ablation_self_assessment(pred, subset["targets"], rows, threshold),
+                  "final_loss": float(history["loss"].tail(50).mean()), "train_seconds": float(history["seconds"].iloc[-1])}
+        frames.append(rows)
+        assessment.append(record)
+    names = [f"loss {v}" for v in predictions]
+    table = summarize(pd.concat(frames, ignore_index=True), metrics, names)
+    assessment = pd.DataFrame(assessment)
+    pooled = table[table["level"] == "all"].merge(assessment.drop(columns=["n", "reliability_mean"]), on="method")
+    with atomic_path(csv_path) as tmp:
+        pooled.to_csv(tmp, index=False)
+    about = dict(about, images=len(subset["targets"]), index=[int(i) for i in subset["index"]])
+    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about, threshold=threshold))

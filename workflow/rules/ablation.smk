@@ -1,0 +1,85 @@
+# The paper's difficulty-aware loss on and off (config `loss_ablation`): EMDiffuse trained twice
+# at the same reduced budget and seed, predicted and scored alike. `snakemake --cores 2 table_loss_ablation`.
+
+
+rule loss_ablation_train:
+    input:
+        pairs="data/pairs/{task}/{dataset}/train.npz",
+    output:
+        model="results/loss_ablation/{task}/{dataset}/loss_{variant}/model.pt",
+        history="results/loss_ablation/{task}/{dataset}/loss_{variant}/history.csv",
+    wildcard_constraints:
+        variant="on|off",
+    params:
+        method_params=ablation_method_params,
+        seed=study_seed("loss_ablation"),
+        factor=task_factor,
+    log:
+        "logs/loss_ablation_train/{task}/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/loss_ablation_train/{task}/{dataset}/{variant}.tsv"
+    threads: 1  # as rule train
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/loss_ablation_train.py"
+
+
+rule loss_ablation_predict:
+    input:
+        model="results/loss_ablation/{task}/{dataset}/loss_{variant}/model.pt",
+        pairs=ablation_subset,
+    output:
+        predictions="results/loss_ablation/{task}/{dataset}/loss_{variant}/test.npz",
+    wildcard_constraints:
+        variant="on|off",
+    params:
+        seed=study_seed("loss_ablation"),
+    log:
+        "logs/loss_ablation_predict/{task}/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/loss_ablation_predict/{task}/{dataset}/{variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+rule loss_ablation_table:
+    input:
+        unpack(ablation_inputs),
+    output:
+        csv="results/tables/loss_ablation.csv",
+        md="results/tables/loss_ablation.md",
+    params:
+        metrics=ablation_metrics,
+        budget=ablation_budget,
+        about=ablation_about,
+        threshold=config["reliability_threshold"],
+    log:
+        "logs/loss_ablation_table.log",
+    benchmark:
+        "benchmarks/loss_ablation_table/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/loss_ablation_table.py"
+
+
+rule table_loss_ablation:
+    input:
+        require_study("loss_ablation", ablation_outputs),
+    localrule: True

@@ -1,0 +1,85 @@
+# Quality versus sampling steps (config `sampling_study`): the trained EMDiffuse model of one
+# task/dataset on a centre-cropped subset of its test set, every sampler x steps at one seed,
+# timed in the job. `snakemake --cores 2 table_sampling`.
+
+
+rule study_subset:
+    input:
+        pairs="data/pairs/{task}/{dataset}/test.npz",
+    output:
+        subset="data/pairs/{task}/{dataset}/test_{images}x{crop}.npz",
+    wildcard_constraints:
+        images=r"\d+",
+        crop=r"\d+",
+    log:
+        "logs/study_subset/{task}/{dataset}/{images}x{crop}.log",
+    benchmark:
+        "benchmarks/study_subset/{task}/{dataset}/{images}x{crop}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/study_subset.py"
+
+
+rule sampling_run:
+    input:
+        model="results/models/{task}/{dataset}/emdiffuse/model.pt",
+        subset=sampling_subset,
+    output:
+        rows="results/sampling/{task}/{dataset}/{sampler}.csv",
+    wildcard_constraints:
+        sampler="ancestral|ddim|dpmpp2m",
+    params:
+        study=sampling_params,
+        seed=study_seed("sampling_study"),
+    log:
+        "logs/sampling_run/{task}/{dataset}/{sampler}.log",
+    benchmark:
+        "benchmarks/sampling_run/{task}/{dataset}/{sampler}.tsv"
+    threads: 1  # the timings in the table are 1-thread timings
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/sampling_run.py"
+
+
+rule sampling_table:
+    input:
+        sampling_runs,
+    output:
+        csv="results/tables/sampling.csv",
+        md="results/tables/sampling.md",
+        png=report(
+            "results/figures/sampling.png",
+            category="Sampling",
+            labels={"figure": "quality versus steps"},
+        ),
+    params:
+        study=SAMPLING,
+        about=sampling_about,
+    log:
+        "logs/sampling_table.log",
+    benchmark:
+        "benchmarks/sampling_table/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/sampling_table.py"
+
+
+rule table_sampling:
+    input:
+        require_study("sampling_study", sampling_outputs),
+    localrule: True

@@ -1,0 +1,16 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import train
+
+train(
+    "emdiffuse",
+    snakemake.params.method_params,
+    snakemake.input.pairs,
+    snakemake.params.seed,
+    snakemake.output.model,
+    snakemake.output.history,
+    factor=snakemake.params.factor,
+    threads=snakemake.threads,
+)

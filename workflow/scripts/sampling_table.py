@@ -1,0 +1,14 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.studies import sampling_table
+
+sampling_table(
+    list(snakemake.input),
+    snakemake.params.study,
+    snakemake.params.about,
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.png,
+)
