@@ -363,9 +363,9 @@ class EMDiffuseMethod(Method):
         "train": {
             "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
             "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
-            "difficulty_loss": False,
+            "difficulty_loss": True,
         },
-        "sample": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
+        "sample": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
                    "precision": "bf16", "difficulty": False},
     }
 
