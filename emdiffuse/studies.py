@@ -327,10 +327,11 @@ def check_studies(config: dict) -> None:
         study = config.get(key)
         if study is None:
             continue
-        task = config.get("tasks", {}).get(study["task"])
+        image_tasks = {name: t for name, t in config.get("tasks", {}).items() if "pairs" in t}
+        task = image_tasks.get(study["task"])
         if task is None:
-            raise ConfigError(f"{key}.task: '{study['task']}' is not a task of this config "
-                              f"(tasks: {sorted(config.get('tasks', {}))})")
+            raise ConfigError(f"{key}.task: '{study['task']}' is not an image-pair task of this config "
+                              f"(tasks with pairs: {sorted(image_tasks)})")
         if study["dataset"] not in task["datasets"]:
             raise ConfigError(f"{key}.dataset: '{study['dataset']}' is not among tasks.{study['task']}.datasets "
                               f"{task['datasets']}")

@@ -17,7 +17,7 @@ TINY = {
         "model": {"preset": "tiny"},
         "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
         "train": {"iterations": 10, "batch_size": 4, "patch": 16, "warmup": 3, "ema_decay": 0.9},
-        "sample": {"steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
+        "sample": {"sampler": "ddim", "steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
     },
     "rcan": {"model": {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
              "train": {"iterations": 10, "batch_size": 4, "patch": 16}, "predict": {"tile": 16, "overlap": 4}},
