@@ -11,6 +11,7 @@ rule loss_ablation_train:
     wildcard_constraints:
         variant="on|off",
     params:
+        method="emdiffuse",
         method_params=ablation_method_params,
         seed=study_seed("loss_ablation"),
         factor=task_factor,
@@ -26,7 +27,7 @@ rule loss_ablation_train:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/loss_ablation_train.py"
+        "../scripts/train.py"
 
 
 rule loss_ablation_predict:

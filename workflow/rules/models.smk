@@ -5,6 +5,7 @@ rule train:
         model="results/models/{task}/{dataset}/{method}/model.pt",
         history="results/models/{task}/{dataset}/{method}/history.csv",
     params:
+        method="{method}",
         method_params=method_params,
         seed=job_seed,
         factor=task_factor,

@@ -83,6 +83,7 @@ rule transfer_scratch:
         model="results/models/transfer/{task}/{target}/{method}_scratch/model.pt",
         history="results/models/transfer/{task}/{target}/{method}_scratch/history.csv",
     params:
+        method="{method}",
         method_params=transfer_scratch_params,
         seed=job_seed,
         factor=task_factor,

@@ -5,7 +5,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 from emdiffuse.steps import train
 
 train(
-    snakemake.wildcards.method,
+    snakemake.params.method,
     snakemake.params.method_params,
     snakemake.input.pairs,
     snakemake.params.seed,
