@@ -105,9 +105,10 @@ def test_sampling_runs_cover_every_sampler_and_steps_and_are_seeded(study_files,
     assert not np.allclose(first.to_numpy(float), other_seed.to_numpy(float))
 
 
-def test_sampling_table_marks_the_reference_and_writes_the_figure(runs, tmp_path):
+def test_sampling_table_marks_the_reference_and_writes_the_figure(study_files, runs, tmp_path):
     about = {"task": "denoise", "dataset": "toy", "model": "model.pt", "crop": 32, "seed": 3}
-    studies.sampling_table(runs, STUDY, about, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png")
+    studies.sampling_table(runs, study_files / "subset.npz", STUDY, about, tmp_path / "s.csv", tmp_path / "s.md",
+                           tmp_path / "s.png")
     table = pd.read_csv(tmp_path / "s.csv")
     ref = table[table["is_reference"]]
     assert len(ref) == 1 and ref.iloc[0][["sampler", "steps"]].tolist() == ["ancestral", 200]
@@ -116,6 +117,22 @@ def test_sampling_table_marks_the_reference_and_writes_the_figure(runs, tmp_path
     assert "Reference: **ancestral, 200 steps (bf16)**" in md and "| reference |" in md
     assert "not run: ddim takes at most 100" in md and "precision, ddim 3 steps: bf16 - fp32" in md
     assert (tmp_path / "s.png").stat().st_size > 10_000
+    subset = load_npz(study_files / "subset.npz")
+    psnr_input = studies.input_scores(subset, ["PSNR"], task="denoise", dataset="toy")["PSNR"]
+    mse = ((subset["inputs"] - subset["targets"]) ** 2).mean(axis=(1, 2))
+    assert psnr_input == pytest.approx(float(np.mean(10 * np.log10(1 / mse))), rel=1e-4)
+    assert "Degraded input on the same crops (no restoration): LPIPS" in md
+
+
+def test_findings_say_when_the_reference_is_a_weak_yardstick():
+    rows = pd.DataFrame({"sampler": "ancestral", "steps": [1000, 50, 20], "precision": "bf16", "samples": 1,
+                         "seconds": 1.0, "s_per_mpix": 1.0, "LPIPS": [0.30, 0.20, 0.35], "PSNR": [14.0, 25.0, 24.0]})
+    table, reference = studies.sampling_summary(rows, ["LPIPS", "PSNR"], tolerance={"LPIPS": 0.01})
+    lines = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 17.0})
+    assert "- the reference is worse on every metric than: ancestral 50 (bf16); 'within tolerance" in lines[0]
+    assert "- the reference does not beat the degraded input on PSNR" in lines
+    good = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 10.0})
+    assert not any("degraded input" in line for line in good)
 
 
 def test_matching_means_worse_by_at_most_the_tolerance():

@@ -53,7 +53,8 @@ rule sampling_run:
 
 rule sampling_table:
     input:
-        sampling_runs,
+        runs=sampling_runs,
+        subset=lambda w: subset_path(SAMPLING, SAMPLING["task"], SAMPLING["dataset"]),
     output:
         csv="results/tables/sampling.csv",
         md="results/tables/sampling.md",

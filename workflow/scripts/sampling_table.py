@@ -5,7 +5,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 from emdiffuse.studies import sampling_table
 
 sampling_table(
-    list(snakemake.input),
+    list(snakemake.input.runs),
+    snakemake.input.subset,
     snakemake.params.study,
     snakemake.params.about,
     snakemake.output.csv,
