@@ -4,7 +4,8 @@ Run from the repository root, e.g. ``.venv/bin/python bench/speed.py`` (a few mi
 cores; ``--size 512`` or ``--steps 10`` for a quicker look). Prints
 
 (a) seconds per network evaluation on a 1x2x256x256 input: the official-style reference network
-    (``bench/reference_unet.py``, fp32) and ours (fp32; bf16 autocast + channels-last), measured
+    (``bench/reference_unet.py``; fp32, and under bf16 autocast + channels-last alone) and ours
+    (fp32; bf16 autocast + channels-last), measured
     interleaved in one run (medians of wall and of process CPU time; under load only the CPU time
     of a 1-thread run is meaningful), the ratio ours/reference (issue target <= 0.3), and how far
     bf16 moves the output from fp32 with trained-like weights, checked against a stated tolerance
@@ -23,7 +24,8 @@ residual add in place, and the up-sampling blocks' conv computed on the small im
 of 36 multiply-adds per output; ``unet.upsample_conv``). The convolutions then run close to the
 CPU's bf16 peak: ~100 GFLOP per evaluation, about 0.28 of the reference's time on their own.
 ``--tuned-malloc`` sets glibc's mmap/trim thresholds to 1 GiB before anything is allocated (both
-networks): with the default allocator the reference takes ~10^5 page faults per evaluation (ours
+networks; ``emdiffuse.device.tune_allocator``, which the workflow's jobs and ``emdiffuse predict`` use):
+with the default allocator the reference takes ~10^5 page faults per evaluation (ours
 ~6000), which costs it ~15 % of its time, so the ratio is lower than with a tuned allocator.
 """
 
@@ -42,21 +44,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_unet import OFFICIAL, ReferenceUNet, trained_like_  # noqa: E402
 
+from emdiffuse.device import tune_allocator  # noqa: E402
 from emdiffuse.models.methods import EMDiffuseMethod  # noqa: E402
 from emdiffuse.models.unet import PRESETS, DiffusionUNet  # noqa: E402
 
 
 BF16_TOLERANCE = {"max": 0.05, "rms": 0.01}  # |eps_hat(bf16) - eps_hat(fp32)| for unit-scale noise estimates
-
-
-def tune_malloc() -> None:
-    """glibc: serve allocations below 1 GiB from the heap and keep freed memory (no page faults)."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)):
-        raise RuntimeError("mallopt failed")
 
 
 def load() -> str:
@@ -90,14 +83,20 @@ def per_evaluation(repeats: int, seed: int) -> dict[str, float]:
     ours_cl = DiffusionUNet(**PRESETS["official"]).eval()
     ours_cl.load_state_dict(ref.state_dict())
     ours_cl.to(memory_format=torch.channels_last)
+    ref_cl = ReferenceUNet(**OFFICIAL).eval().to(memory_format=torch.channels_last)
+    ref_cl.load_state_dict(ref.state_dict())
     x = torch.randn(1, 2, 256, 256, generator=torch.Generator().manual_seed(seed))
     gamma = torch.tensor([0.5])
 
-    def bf16():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return ours_cl(x.contiguous(memory_format=torch.channels_last), gamma).float()
+    def bf16(net):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return net(x.contiguous(memory_format=torch.channels_last), gamma).float()
+        return run
 
-    variants = {"reference fp32": lambda: ref(x, gamma), "ours fp32": lambda: ours(x, gamma), "ours bf16+CL": bf16}
+    # "reference bf16+CL": what autocast and channels-last alone do to the official computation
+    variants = {"reference fp32": lambda: ref(x, gamma), "reference bf16+CL": bf16(ref_cl),
+                "ours fp32": lambda: ours(x, gamma), "ours bf16+CL": bf16(ours_cl)}
     out = {name: fn() for name, fn in variants.items()}  # warm-up, and the outputs to compare
     err = (out["ours fp32"] - out["reference fp32"]).abs().max().item()
     assert err <= 1e-5, f"our network differs from the reference by {err:.3g} in fp32"
@@ -115,9 +114,9 @@ def per_evaluation(repeats: int, seed: int) -> dict[str, float]:
           f"{out['reference fp32'].std():.3f}; ours vs reference in fp32: max|diff| = {err:.2e}")
     print(f"    bf16 vs fp32: max|diff| = {max_diff:.3e}, rms = {rms:.3e}: "
           f"{'within' if ok else 'OUTSIDE'} the tolerance max {BF16_TOLERANCE['max']}, rms {BF16_TOLERANCE['rms']}")
-    print(f"    {'network':<16}{'s/eval':>10}{'ours/ref':>10}{'cpu s':>10}{'ours/ref':>10}")
+    print(f"    {'network':<20}{'s/eval':>10}{'/ref fp32':>10}{'cpu s':>10}{'/ref fp32':>10}")
     for name, t in med.items():
-        print(f"    {name:<16}{t:>10.3f}{t / med['reference fp32']:>10.3f}"
+        print(f"    {name:<20}{t:>10.3f}{t / med['reference fp32']:>10.3f}"
               f"{cpu[name]:>10.3f}{cpu[name] / cpu['reference fp32']:>10.3f}")
     return med
 
@@ -164,8 +163,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tuned-malloc", action="store_true", help="glibc mmap/trim thresholds 1 GiB (both networks)")
     args = parser.parse_args()
-    if args.tuned_malloc:
-        tune_malloc()
+    if args.tuned_malloc and not tune_allocator():
+        raise SystemExit("--tuned-malloc needs glibc")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads ({load()})")
     per_evaluation(args.repeats, args.seed)

@@ -1,7 +1,8 @@
-"""One place that picks the compute device, the thread count and the seeds."""
+"""One place that picks the compute device, the thread count, the allocator and the seeds."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 
@@ -21,10 +22,32 @@ def pick_device(prefer: str = "auto") -> torch.device:
 
 
 def set_threads(threads: int | None) -> None:
-    """Use the rule's thread count for torch (Snakemake sets OMP_NUM_THREADS, torch must follow)."""
+    """Use the rule's thread count for torch (Snakemake sets OMP_NUM_THREADS, torch must follow),
+    and tune the allocator (:func:`tune_allocator`): every torch job starts here."""
+    tune_allocator()
     if threads:
         torch.set_num_threads(int(threads))
         os.environ["OMP_NUM_THREADS"] = str(int(threads))
+
+
+GLIBC_THRESHOLD = 1 << 30  # bytes; M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
+
+
+def tune_allocator() -> bool:
+    """glibc: serve blocks below 1 GiB from the heap and keep freed memory for reuse (mallopt).
+
+    By default glibc maps large blocks (a batch of activations on big tiles) afresh and unmaps them
+    when freed, so every network evaluation faults its memory in again. Measured on 2 CPU cores
+    (``bench/restore_1024.py``, 1024x1024, K = 2, ancestral 20, tile 272): 40.5 s -> 30.8 s with the
+    default model, 169 s -> 110 s with the official network size. Peak memory is unchanged; freed
+    memory stays with the process. Returns False (and changes nothing) without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, GLIBC_THRESHOLD) and mallopt(m_trim_threshold, GLIBC_THRESHOLD))
 
 
 def seed_everything(seed: int) -> np.random.Generator:

@@ -124,6 +124,34 @@ def _state_digest(state: Any) -> str:
     return h.hexdigest()
 
 
+def registry_entry(table: dict, name: str, where: str, what: str = "method"):
+    """``table[name]``, or an error naming ``where`` and the known names (method registries)."""
+    if name not in table:
+        raise ValueError(f"{where}: unknown {what} {name!r}; known {what}s: {sorted(table)}")
+    return table[name]
+
+
+class DiffusionWeights:
+    """Checkpoint state of a diffusion model (``self.diffusion``) and its optional EMA copy
+    (``self.ema``), shared by the image and the volume diffusion methods."""
+
+    diffusion: torch.nn.Module
+    ema: torch.nn.Module | None
+
+    def _state(self) -> dict:
+        return {"model": self.diffusion.state_dict(), "ema": None if self.ema is None else self.ema.state_dict()}
+
+    def _load_state(self, state: dict) -> None:
+        self.diffusion.load_state_dict(state["model"])
+        if state["ema"] is not None:
+            self.ema = copy.deepcopy(self.diffusion).eval().requires_grad_(False)
+            self.ema.load_state_dict(state["ema"])
+
+    def _sampling_model(self) -> torch.nn.Module:
+        """The weights prediction samples with: the EMA's when there is one (official), in eval mode."""
+        return (self.ema if self.ema is not None else self.diffusion).eval()
+
+
 class Method:
     """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
 
@@ -335,7 +363,7 @@ class CAREMethod(Method):
         return {"prediction": np.stack(preds)}
 
 
-class EMDiffuseMethod(Method):
+class EMDiffuseMethod(DiffusionWeights, Method):
     """EMDiffuse-n/-r: conditional diffusion (official schedules, MSE on noise, Adam lr 5e-5,
     linear warm-up, EMA 0.9999, input-only blur p = 0.5, flips/rot90), sampled K times per input.
 
@@ -424,21 +452,12 @@ class EMDiffuseMethod(Method):
             self.diffusion.load_state_dict(self.ema.state_dict())
             self.ema = None
 
-    def _state(self):
-        return {"model": self.diffusion.state_dict(), "ema": None if self.ema is None else self.ema.state_dict()}
-
-    def _load_state(self, state):
-        self.diffusion.load_state_dict(state["model"])
-        if state["ema"] is not None:
-            self.ema = copy.deepcopy(self.diffusion).eval().requires_grad_(False)
-            self.ema.load_state_dict(state["ema"])
-
     def sample_tiles(self, tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """K samples of each (B, 1, h, w) condition tile in [0, 1] (on the target grid), drawn in one
         batch with the ``sample`` settings: (B, C, h, w) with C = mean, std over the K samples
         (zero when K = 1) and, with ``sample.difficulty``, the mean difficulty map."""
         s = self.params["sample"]
-        model = (self.ema if self.ema is not None else self.diffusion).eval()
+        model = self._sampling_model()
         k = int(s["samples"])
         cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
         x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator, precision=s["precision"])

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from emdiffuse.models.baselines import PSSRMethod, RCANMethod
-from emdiffuse.models.methods import CAREMethod, EMDiffuseMethod, InputMethod, Method, read_checkpoint
+from emdiffuse.models.methods import (CAREMethod, EMDiffuseMethod, InputMethod, Method, read_checkpoint,
+                                      registry_entry)
 
 METHODS: dict[str, type[Method]] = {
     "input": InputMethod,
@@ -19,9 +20,7 @@ METHODS: dict[str, type[Method]] = {
 
 
 def _method_class(name: str, where: str) -> type[Method]:
-    if name not in METHODS:
-        raise ValueError(f"{where}: unknown method {name!r}; known methods: {sorted(METHODS)}")
-    return METHODS[name]
+    return registry_entry(METHODS, name, where)
 
 
 def build_method(name: str, params: dict, *, device: torch.device, seed: int) -> Method:

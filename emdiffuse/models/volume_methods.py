@@ -12,7 +12,6 @@ diffusion samples, the per-voxel std in [0, 1] units) on ``volumes.output_positi
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 
 from emdiffuse.data.degrade import anisotropic
-from emdiffuse.models.methods import REQUIRED, Free, _digest, merge_params, read_checkpoint, write_checkpoint
+from emdiffuse.models.methods import (REQUIRED, DiffusionWeights, Free, _digest, merge_params, read_checkpoint,
+                                      registry_entry, write_checkpoint)
 from emdiffuse.train import train_loop
 from emdiffuse.volumes import (BlockSampler, interpolate_z, output_positions, process_in_chunks,
                                tiled_stack_apply)
@@ -217,7 +217,7 @@ class SRUNet3DMethod(VolumeMethod):
         return {"prediction": full[output_positions(len(sections), self.z_factor)]}
 
 
-class VEMDiffuseIMethod(VolumeMethod):
+class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
     """vEMDiffuse-i: trained on an isotropic volume (``models.vemdiffuse``).
 
     Training as the official vEMDiffuse (schedules and Adam lr 5e-5 as EMDiffuse, EMA 0.9999, no
@@ -276,20 +276,11 @@ class VEMDiffuseIMethod(VolumeMethod):
         self.ema = result.ema_model
         return result.history
 
-    def _state(self):
-        return {"model": self.diffusion.state_dict(), "ema": None if self.ema is None else self.ema.state_dict()}
-
-    def _load_state(self, state):
-        self.diffusion.load_state_dict(state["model"])
-        if state["ema"] is not None:
-            self.ema = copy.deepcopy(self.diffusion).eval().requires_grad_(False)
-            self.ema.load_state_dict(state["ema"])
-
     def _predict(self, sections, start, seed, progress):
         from emdiffuse.models.vemdiffuse import sample_between
 
         p = self.params["predict"]
-        model = (self.ema if self.ema is not None else self.diffusion).eval()
+        model = self._sampling_model()
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],
                              batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress,
@@ -328,9 +319,7 @@ VOLUME_METHODS: dict[str, type[VolumeMethod]] = {
 
 
 def _method_class(name: str, where: str) -> type[VolumeMethod]:
-    if name not in VOLUME_METHODS:
-        raise ValueError(f"{where}: unknown volume method {name!r}; known: {sorted(VOLUME_METHODS)}")
-    return VOLUME_METHODS[name]
+    return registry_entry(VOLUME_METHODS, name, where, "volume method")
 
 
 def build_volume_method(name: str, params: dict, *, z_factor: int, device: torch.device, seed: int) -> VolumeMethod:
