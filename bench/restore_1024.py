@@ -10,9 +10,10 @@ the official 1000-step ancestral sampler (LPIPS within 0.01, FSIM within 0.005):
 
     .venv/bin/python bench/restore_1024.py --preset official                            # the paper's network size
 
-(On the default model, the sampling table found ancestral at 20 (fp32) and 50 steps within tolerance of the
-1000-step reference and no ddim/dpmpp2m setting; 20 steps cost 1000 tile-sample evaluations at K = 2. On that
-CPU-budget model the 1000-step chain is itself poor; see the table's findings.)
+(On the default model the sampling table finds ancestral at 20 to 200 steps within tolerance of the
+1000-step reference, and no ddim/dpmpp2m setting; 20 steps cost 1000 tile-sample evaluations at K = 2 with
+256-px tiles. On that CPU-budget model the 1000-step chain is itself poor: see the table's findings and
+``bench/noise_levels.py``.)
 
 The path is the one ``emdiffuse predict`` takes (``EMDiffuseMethod.predict``: tiles, K samples per tile
 batch, blending, uncertainty). Sampler, steps, K, tile, overlap, tile batch and precision default to the
