@@ -4,7 +4,8 @@ the ancestral sampler makes of each test crop at a few chain lengths.
 Why: on CPU-budget models the official 1000-step chain scores below the noisy input (see
 ``results/tables/sampling.md``) while 20-50 steps do well. This prints the evidence: the x0
 estimate from a correctly noised target at alpha_bar 1e-4 ... 0.99 (the long chains start near 0,
-the short ones at 0.1-0.4) and, per crop, the PSNR and mean intensity of ancestral samples.
+the short ones at 0.1-0.4) and, per crop, the PSNR and mean intensity of ancestral samples. For a
+model trained with the difficulty-aware loss it also prints how that loss weights each level.
 Run from the repository root after the default workflow:
 
     .venv/bin/python bench/noise_levels.py --model results/models/denoise/phantom_neuropil/emdiffuse/model.pt \\
@@ -33,18 +34,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def x0_by_level(model, cond: torch.Tensor, target: torch.Tensor, seed: int) -> None:
-    """eps MSE and the PSNR of the clipped x0 estimate when the net sees the target noised to each level."""
+    """eps MSE and the PSNR of the clipped x0 estimate when the net sees the target noised to each level;
+    for a model trained with the difficulty-aware loss also its mean log-scale s and the weight
+    exp(-2s) that loss gives the level's noise error (at the optimum exp(2s) = the error's MSE)."""
     generator = torch.Generator().manual_seed(seed)
+    aleatoric = model.loss_name == "aleatoric"
     with model._network("fp32", cond.device) as net:
-        eps_fn = model._eps_fn(net, cond)
-        print(f"{'alpha_bar':>10}{'eps MSE':>10}{'x0 PSNR':>10}")
+        print(f"{'alpha_bar':>10}{'eps MSE':>10}{'x0 PSNR':>10}" + (f"{'mean s':>10}{'weight':>10}" if aleatoric else ""))
         for abar in ALPHA_BARS:
             noise = torch.randn(target.shape, generator=generator)
             x = math.sqrt(abar) * target + math.sqrt(1 - abar) * noise
-            eps = eps_fn(x, abar)
+            out = net(torch.cat([cond, x], dim=1), torch.full((len(x),), abar))
+            eps, log_scale = out[:, :model.out_channels], out[:, model.out_channels:]
             x0 = ((x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)
-            print(f"{abar:>10g}{float(((eps - noise) ** 2).mean()):>10.4f}"
-                  f"{psnr(((x0 + 1) / 2).numpy(), ((target + 1) / 2).numpy()):>10.2f}")
+            line = (f"{abar:>10g}{float(((eps - noise) ** 2).mean()):>10.4f}"
+                    f"{psnr(((x0 + 1) / 2).numpy(), ((target + 1) / 2).numpy()):>10.2f}")
+            if aleatoric:
+                line += f"{float(log_scale.mean()):>+10.2f}{float(torch.exp(-2 * log_scale).mean()):>10.0f}"
+            print(line)
 
 
 def _means(images: np.ndarray) -> str:
