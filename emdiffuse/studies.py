@@ -6,7 +6,9 @@
   (seconds of sampling per megapixel of output, K samples included). The reference is the first
   sampler at its most steps (default: the official ancestral sampler at its documented 1000); a
   setting *matches* it when it is worse by at most a tolerance (issue: LPIPS 0.01, FSIM 0.005).
-  The default sampler also runs at the other network precision (bf16 vs fp32).
+  Every chain starts from pure noise (official); the default sampler also starts from the degraded
+  input (``diffusion.INITS``) wherever its chain starts above alpha_bar 0.01, and runs its configured
+  setting at the other network precision (bf16 vs fp32).
 * **Difficulty-aware loss on/off** (config ``loss_ablation``): EMDiffuse trained twice at the same
   reduced budget and seed, once with the paper's heteroscedastic loss and once with plain MSE,
   sampled alike, scored on the same test subset, with how well each variant's uncertainty (and the
@@ -31,7 +33,8 @@ from .io import atomic_path, load_npz, save_npz, write_text
 from .patches import pair_scale
 
 PAIR_KEYS = ("inputs", "targets", "level", "level_name")
-SUMMARY_KEYS = ["sampler", "steps", "precision"]
+SUMMARY_KEYS = ["sampler", "init", "steps", "precision"]
+INIT_MIN_ALPHA_BAR = 0.01  # init "condition" runs only where the chain starts above this
 DEFAULT_TOLERANCE = {"LPIPS": 0.01, "FSIM": 0.005}  # issue 3: "LPIPS within 0.01, FSIM within 0.005"
 LOSS_VARIANTS = {"on": True, "off": False}  # wildcard value -> train.difficulty_loss
 
@@ -68,19 +71,24 @@ def pair_subset(pairs: dict, images: int, crop: int, *, where: str = "subset") -
 # --- quality versus sampling steps -------------------------------------------------------------
 
 
-def sampling_settings(sampler: str, steps: list[int], limit: int | None, default: dict) -> tuple[list[dict], list[int]]:
-    """The (sampler, steps, precision) settings one sampler runs, and the step counts it cannot take.
+def sampling_settings(sampler: str, steps: list[int], limit: int | None, default: dict,
+                      start_alpha_bar) -> tuple[list[dict], list[int]]:
+    """The (sampler, init, steps, precision) settings one sampler runs, and the step counts it cannot take.
 
-    Every step count runs at the configured precision; the configured (default) sampler also runs
-    its configured steps at the other precision, so the table shows what bf16 costs. ``limit``
-    is the sampler's most steps (None: any; see ``ConditionalDiffusion.max_steps``).
+    Every step count runs from pure noise (init "noise", official) at the configured precision. The
+    configured (default) sampler also runs init "condition" wherever its chain starts above
+    ``INIT_MIN_ALPHA_BAR`` (``start_alpha_bar(steps)``; below it both starts are pure noise in
+    effect), and its configured steps and init at the other precision, so the table shows what bf16
+    costs. ``limit`` is the sampler's most steps (None: any; see ``ConditionalDiffusion.max_steps``).
     """
     precision = default["precision"]
-    settings = [{"sampler": sampler, "steps": int(n), "precision": precision}
-                for n in steps if limit is None or n <= limit]
+    runnable = [int(n) for n in steps if limit is None or n <= limit]
+    settings = [{"sampler": sampler, "init": "noise", "steps": n, "precision": precision} for n in runnable]
     if sampler == default["sampler"]:
+        settings += [{"sampler": sampler, "init": "condition", "steps": n, "precision": precision}
+                     for n in runnable if start_alpha_bar(n) > INIT_MIN_ALPHA_BAR]
         for p in (precision, "fp32" if precision == "bf16" else "bf16"):
-            extra = {"sampler": sampler, "steps": int(default["steps"]), "precision": p}
+            extra = {"sampler": sampler, "init": default["init"], "steps": int(default["steps"]), "precision": p}
             if extra not in settings:
                 settings.append(extra)
     return settings, [int(n) for n in steps if limit is not None and n > limit]
@@ -134,16 +142,16 @@ def skipped_rows(sampler: str, skipped: list[int], limit: int | None) -> pd.Data
 def sampling_summary(rows: pd.DataFrame, metrics: list[str], *, tolerance: dict[str, float]) -> tuple[pd.DataFrame, dict]:
     """Mean per setting, the difference to the reference and whether it matches it.
 
-    The reference is the first sampler of ``rows`` at its most steps, at the precision most of its
-    rows use. A setting matches when no toleranced metric is worse than the reference's by more
+    The reference is the first sampler of ``rows`` at its most steps, at the precision and init most
+    of its rows use. A setting matches when no toleranced metric is worse than the reference's by more
     than its tolerance (better is fine). Returns the table and the reference setting.
     """
     from .metrics import METRICS
 
     run = rows[rows["note"].isna()] if "note" in rows else rows
     first = run[run["sampler"] == run["sampler"].iloc[0]]
-    reference = {"sampler": first["sampler"].iloc[0], "steps": int(first["steps"].max()),
-                 "precision": first["precision"].mode().iloc[0]}
+    reference = {"sampler": first["sampler"].iloc[0], "init": first["init"].mode().iloc[0],
+                 "steps": int(first["steps"].max()), "precision": first["precision"].mode().iloc[0]}
     records = []
     for key, group in run.groupby(SUMMARY_KEYS, sort=False):
         rec = dict(zip(SUMMARY_KEYS, key), n=len(group), samples=int(group["samples"].iloc[0]),
@@ -166,9 +174,11 @@ def sampling_summary(rows: pd.DataFrame, metrics: list[str], *, tolerance: dict[
         table = pd.concat([table, notes], ignore_index=True)
         table[["matches_reference", "is_reference"]] = table[["matches_reference", "is_reference"]].fillna(False)
     order = {s: i for i, s in enumerate(dict.fromkeys(rows["sampler"]))}
+    other_init = table["init"].notna() & (table["init"] != reference["init"])
     other_precision = table["precision"].notna() & (table["precision"] != reference["precision"])
-    table = table.assign(_s=table["sampler"].map(order), _p=other_precision)
-    table = table.sort_values(["_s", "_p", "steps"], ascending=[True, True, False]).drop(columns=["_s", "_p"])
+    table = table.assign(_s=table["sampler"].map(order), _i=other_init, _p=other_precision)
+    table = table.sort_values(["_s", "_i", "_p", "steps"], ascending=[True, True, True, False])
+    table = table.drop(columns=["_s", "_i", "_p"])
     return table.reset_index(drop=True), reference
 
 
@@ -177,7 +187,7 @@ def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], 
     """The quality-versus-steps table, the reference named, matching settings marked, caveats stated."""
     from .metrics import METRICS
 
-    ref_name = f"{reference['sampler']}, {reference['steps']} steps ({reference['precision']})"
+    ref_name = f"{reference['sampler']}, {reference['steps']} steps ({reference['precision']}, init {reference['init']})"
     tol = ", ".join(f"{m} {t:g}" for m, t in tolerance.items())
     lines = [f"# Quality versus sampling steps: EMDiffuse, {about['task']} / {about['dataset']}", "",
              f"Model `{about['model']}`; {about['images']} test images (indices {about['index']}), centre crop "
@@ -186,17 +196,20 @@ def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], 
                  ", the official sampler at its documented length." if (reference["sampler"], reference["steps"])
                  == ("ancestral", 1000) else " (the first configured sampler at its most steps)."),
              "", f"✓: within the tolerance of the reference ({tol}; worse by at most that much, better is fine).",
+             "", "init: how each chain starts: `noise` (pure noise, official) or `condition` (the degraded input "
+             "noised to the chain's first level, as in Come-Closer-Diffuse-Faster); the official ancestral chain "
+             "at N steps starts at alpha_bar 0.39 (N = 20), 0.10 (50), ~0 (200, 1000).",
              "", "Degraded input on the same crops (no restoration): "
              + ", ".join(f"{m} {v:.4f}" for m, v in about["input"].items()) + ".", ""]
-    header = ["sampler", "steps", "precision"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
+    header = ["sampler", "init", "steps", "precision"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     header += [f"Δ{m}" for m in tolerance] + ["s/Mpx", "≈ ref"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
         if isinstance(r.get("note"), str):
-            lines.append(f"| {r['sampler']} | {int(r['steps'])} | — | " + " | ".join(["—"] * (len(header) - 4))
+            lines.append(f"| {r['sampler']} | — | {int(r['steps'])} | — | " + " | ".join(["—"] * (len(header) - 5))
                          + f" | {r['note']} |")
             continue
-        cells = [r["sampler"], str(int(r["steps"])), r["precision"]]
+        cells = [r["sampler"], r["init"], str(int(r["steps"])), r["precision"]]
         cells += [f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" for m in metrics]
         cells += [f"{r[f'{m}_delta']:+.4f}" for m in tolerance]
         cells += [f"{r['s_per_mpix']:.1f}", "reference" if r["is_reference"] else "✓" if r["matches_reference"] else ""]
@@ -226,7 +239,7 @@ def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str],
     def better(row, m, value):
         return row[f"{m}_mean"] > value if METRICS[m].higher_is_better else row[f"{m}_mean"] < value
 
-    beats = [f"{r['sampler']} {int(r['steps'])} ({r['precision']})" for _, r in run[~is_ref].iterrows()
+    beats = [f"{r['sampler']} {int(r['steps'])} ({r['precision']}, init {r['init']})" for _, r in run[~is_ref].iterrows()
              if all(better(r, m, ref[f"{m}_mean"]) for m in metrics)]
     if beats:
         lines.append(f"- the reference is worse on every metric than: {', '.join(beats)}; 'within tolerance of the "
@@ -234,16 +247,24 @@ def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str],
     below = [m for m in metrics if not better(ref, m, input_means[m])]
     if below:
         lines.append(f"- the reference does not beat the degraded input on {', '.join(below)}")
-    for sampler, group in run[run["precision"] == reference["precision"]].groupby("sampler", sort=False):
+    for (sampler, init), group in run[run["precision"] == reference["precision"]].groupby(["sampler", "init"],
+                                                                                          sort=False):
         ok = group[group["matches_reference"] & ~group["is_reference"]]
-        lines.append(f"- {sampler}: " + (f"fewest steps within tolerance: {int(ok['steps'].min())}" if len(ok)
-                                         else "no setting with fewer steps is within tolerance of the reference"))
-    pairs = run.groupby(["sampler", "steps"]).filter(lambda g: set(g["precision"]) == {"bf16", "fp32"})
-    for (sampler, steps), g in pairs.groupby(["sampler", "steps"], sort=False):
+        lines.append(f"- {sampler}, init {init}: " + (
+            f"fewest steps within tolerance: {int(ok['steps'].min())}" if len(ok)
+            else "no setting with fewer steps is within tolerance of the reference"))
+    pairs = run.groupby(["sampler", "init", "steps"]).filter(lambda g: set(g["precision"]) == {"bf16", "fp32"})
+    for (sampler, init, steps), g in pairs.groupby(["sampler", "init", "steps"], sort=False):
         bf, fp = g[g["precision"] == "bf16"].iloc[0], g[g["precision"] == "fp32"].iloc[0]
         deltas = ", ".join(f"{m} {bf[f'{m}_mean'] - fp[f'{m}_mean']:+.4f}" for m in metrics)
         lines.append(f"- precision, {sampler} {int(steps)} steps: bf16 - fp32 = {deltas}; time "
                      f"{bf['s_per_mpix'] / fp['s_per_mpix']:.2f}x of fp32")
+    same = run[run["precision"] == reference["precision"]]
+    inits = same.groupby(["sampler", "steps"]).filter(lambda g: g["init"].nunique() == 2)
+    for (sampler, steps), g in inits.groupby(["sampler", "steps"], sort=False):
+        cond, noise = g[g["init"] == "condition"].iloc[0], g[g["init"] == "noise"].iloc[0]
+        deltas = ", ".join(f"{m} {cond[f'{m}_mean'] - noise[f'{m}_mean']:+.4f}" for m in metrics)
+        lines.append(f"- init, {sampler} {int(steps)} steps: condition - noise = {deltas}")
     return lines
 
 
@@ -382,7 +403,8 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     if subset["targets"].shape[-1] % method.multiple:
         raise ConfigError(f"sampling_study.crop: {subset['targets'].shape[-1]} must be a multiple of {method.multiple}")
     limit = method.diffusion.max_steps(sampler)
-    settings, skipped = sampling_settings(sampler, study["steps"], limit, method.params["sample"])
+    settings, skipped = sampling_settings(sampler, study["steps"], limit, method.params["sample"],
+                                          lambda n: method.diffusion.start_alpha_bar(sampler, n))
     rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],
                          task=task, dataset=dataset, progress=progress) if settings else pd.DataFrame()
     if skipped:

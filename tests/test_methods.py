@@ -141,6 +141,7 @@ def test_load_errors(fitted, tmp_path):
         ("emdiffuse", {**TINY["emdiffuse"], "model": {"width": 3}}, r"emdiffuse.model: unknown key\(s\) \['width'\]"),
         ("emdiffuse", {**TINY["emdiffuse"], "sample": {"sampler": "euler"}}, "emdiffuse.sample.sampler"),
         ("emdiffuse", {**TINY["emdiffuse"], "sample": {"precision": "fp16"}}, "emdiffuse.sample.precision"),
+        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"init": "zeros"}}, "emdiffuse.sample.init"),
         ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
         ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'input', 'pssr', 'rcan'\]"),
     ],
@@ -153,3 +154,24 @@ def test_params_validation(name, params, message):
 def test_predict_before_fit_is_an_error():
     with pytest.raises(RuntimeError, match="fit"):
         CAREMethod(TINY["care"], device=CPU, seed=0).predict(np.zeros((1, 16, 16), np.float32), seed=0)
+
+
+def test_emdiffuse_condition_init_starts_from_the_degraded_input(fitted, monkeypatch):
+    """init "condition" hands the sampler the (K-repeated) condition as its clean-image start."""
+    method = fitted["emdiffuse"][0]
+    model, seen = method._sampling_model(), []
+    original = type(model).sample
+
+    def spy(self, cond, **kw):
+        seen.append((cond, kw["x0_init"]))
+        return original(self, cond, **kw)
+
+    monkeypatch.setattr(type(model), "sample", spy)
+    monkeypatch.setitem(method.params["sample"], "init", "condition")
+    tiles = torch.rand(2, 1, 16, 16)
+    method.sample_tiles(tiles, torch.Generator().manual_seed(0))
+    cond, start = seen[-1]
+    assert start is cond and torch.equal(cond, (tiles * 2 - 1).repeat_interleave(2, 0))
+    monkeypatch.setitem(method.params["sample"], "init", "noise")
+    method.sample_tiles(tiles, torch.Generator().manual_seed(0))
+    assert seen[-1][1] is None

@@ -28,7 +28,8 @@ def study_files(tmp_path_factory):
     """A fitted tiny EMDiffuse model, the test pairs and a 2-image, 32-px subset of them."""
     root = tmp_path_factory.mktemp("studies")
     pairs = _pairs()
-    method = build_method("emdiffuse", TINY["emdiffuse"], device=CPU, seed=0)
+    params = {**TINY["emdiffuse"], "sample": {**TINY["emdiffuse"]["sample"], "sampler": "ancestral", "steps": 2}}
+    method = build_method("emdiffuse", params, device=CPU, seed=0)
     method.fit(pairs["inputs"], pairs["targets"], checkpoint_path=root / "ckpt.pt", **QUIET)
     method.save(root / "model.pt")
     save_npz(root / "test.npz", **pairs)
@@ -60,16 +61,18 @@ def test_pair_subset_errors_name_the_key(images, crop, message):
         studies.pair_subset(_pairs(n=2, size=10, scale=2), images, crop, where="sampling_study")
 
 
-def test_settings_skip_what_a_sampler_cannot_take_and_add_the_other_precision():
-    default = {"sampler": "dpmpp2m", "steps": 20, "precision": "bf16"}
-    settings, skipped = studies.sampling_settings("dpmpp2m", [1000, 50, 20], 468, default)
+def test_settings_skip_what_a_sampler_cannot_take_and_add_the_other_precision_and_init():
+    default = {"sampler": "dpmpp2m", "steps": 20, "precision": "bf16", "init": "condition"}
+    start = {1000: 1e-20, 50: 0.005, 20: 0.39, 10: 0.63}.get
+    settings, skipped = studies.sampling_settings("dpmpp2m", [1000, 50, 20], 468, default, start)
     assert skipped == [1000]
-    assert settings == [{"sampler": "dpmpp2m", "steps": 50, "precision": "bf16"},
-                        {"sampler": "dpmpp2m", "steps": 20, "precision": "bf16"},
-                        {"sampler": "dpmpp2m", "steps": 20, "precision": "fp32"}]
-    settings, skipped = studies.sampling_settings("ancestral", [1000, 10], None, default)
-    assert skipped == [] and [s["steps"] for s in settings] == [1000, 10]
-    assert {s["precision"] for s in settings} == {"bf16"}
+    assert settings == [{"sampler": "dpmpp2m", "init": "noise", "steps": 50, "precision": "bf16"},
+                        {"sampler": "dpmpp2m", "init": "noise", "steps": 20, "precision": "bf16"},
+                        {"sampler": "dpmpp2m", "init": "condition", "steps": 20, "precision": "bf16"},
+                        {"sampler": "dpmpp2m", "init": "condition", "steps": 20, "precision": "fp32"}]
+    settings, skipped = studies.sampling_settings("ancestral", [1000, 10], None, default, start)
+    assert skipped == [] and [s["steps"] for s in settings] == [1000, 10]  # not the default sampler
+    assert {s["precision"] for s in settings} == {"bf16"} and {s["init"] for s in settings} == {"noise"}
 
 
 def _run(root, sampler, seed=3, name=None):
@@ -87,12 +90,16 @@ def runs(study_files):
 def test_sampling_runs_cover_every_sampler_and_steps_and_are_seeded(study_files, runs):
     rows = pd.concat([pd.read_csv(p) for p in runs], ignore_index=True)
     run = rows[rows["note"].isna()]
-    # TINY samples with ddim at 3 steps in bf16: ddim gets the fp32 row at its configured steps
-    expected = {("ancestral", 200, "bf16"), ("ancestral", 4, "bf16"), ("ancestral", 2, "bf16"),
-                ("ddim", 4, "bf16"), ("ddim", 2, "bf16"), ("ddim", 3, "bf16"), ("ddim", 3, "fp32"),
-                ("dpmpp2m", 4, "bf16"), ("dpmpp2m", 2, "bf16")}
-    assert set(map(tuple, run[["sampler", "steps", "precision"]].to_numpy().tolist())) == expected
-    assert (run.groupby(["sampler", "steps", "precision"]).size() == 2).all()  # both subset images
+    # the model samples with ancestral 2 steps from noise in bf16: ancestral gets the fp32 row at 2 steps,
+    # and the condition init where its chain starts above alpha_bar 0.01 (4 and 2 steps, not 200)
+    expected = {("ancestral", "noise", 200, "bf16"), ("ancestral", "noise", 4, "bf16"),
+                ("ancestral", "noise", 2, "bf16"), ("ancestral", "noise", 2, "fp32"),
+                ("ancestral", "condition", 4, "bf16"), ("ancestral", "condition", 2, "bf16"),
+                ("ddim", "noise", 4, "bf16"), ("ddim", "noise", 2, "bf16"),
+                ("dpmpp2m", "noise", 4, "bf16"), ("dpmpp2m", "noise", 2, "bf16")}
+    keys = ["sampler", "init", "steps", "precision"]
+    assert set(map(tuple, run[keys].to_numpy().tolist())) == expected
+    assert (run.groupby(keys).size() == 2).all()  # both subset images
     assert np.isfinite(run[METRICS + ["seconds", "s_per_mpix"]].to_numpy(dtype=float)).all()
     assert (run["s_per_mpix"] > 0).all() and (run["megapixels"] == 2 * 32 * 32 / 1e6).all()
     notes = rows[rows["note"].notna()]
@@ -114,8 +121,9 @@ def test_sampling_table_marks_the_reference_and_writes_the_figure(study_files, r
     assert len(ref) == 1 and ref.iloc[0][["sampler", "steps"]].tolist() == ["ancestral", 200]
     assert ref.iloc[0]["LPIPS_delta"] == 0 and ref.iloc[0]["matches_reference"]
     md = (tmp_path / "s.md").read_text()
-    assert "Reference: **ancestral, 200 steps (bf16)**" in md and "| reference |" in md
-    assert "not run: ddim takes at most 100" in md and "precision, ddim 3 steps: bf16 - fp32" in md
+    assert "Reference: **ancestral, 200 steps (bf16, init noise)**" in md and "| reference |" in md
+    assert "not run: ddim takes at most 100" in md and "precision, ancestral 2 steps: bf16 - fp32" in md
+    assert "- init, ancestral 4 steps: condition - noise = LPIPS" in md
     assert (tmp_path / "s.png").stat().st_size > 10_000
     subset = load_npz(study_files / "subset.npz")
     psnr_input = studies.input_scores(subset, ["PSNR"], task="denoise", dataset="toy")["PSNR"]
@@ -125,11 +133,12 @@ def test_sampling_table_marks_the_reference_and_writes_the_figure(study_files, r
 
 
 def test_findings_say_when_the_reference_is_a_weak_yardstick():
-    rows = pd.DataFrame({"sampler": "ancestral", "steps": [1000, 50, 20], "precision": "bf16", "samples": 1,
+    rows = pd.DataFrame({"sampler": "ancestral", "init": "noise", "steps": [1000, 50, 20], "precision": "bf16",
+                         "samples": 1,
                          "seconds": 1.0, "s_per_mpix": 1.0, "LPIPS": [0.30, 0.20, 0.35], "PSNR": [14.0, 25.0, 24.0]})
     table, reference = studies.sampling_summary(rows, ["LPIPS", "PSNR"], tolerance={"LPIPS": 0.01})
     lines = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 17.0})
-    assert "- the reference is worse on every metric than: ancestral 50 (bf16); 'within tolerance" in lines[0]
+    assert "- the reference is worse on every metric than: ancestral 50 (bf16, init noise); 'within" in lines[0]
     assert "- the reference does not beat the degraded input on PSNR" in lines
     good = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 10.0})
     assert not any("degraded input" in line for line in good)
@@ -137,11 +146,12 @@ def test_findings_say_when_the_reference_is_a_weak_yardstick():
 
 def test_matching_means_worse_by_at_most_the_tolerance():
     rows = pd.DataFrame({"sampler": ["ancestral", "ancestral", "ddim", "ddim", "ddim"],
-                         "steps": [1000, 10, 50, 20, 10], "precision": "bf16", "samples": 1, "seconds": 1.0,
+                         "init": "noise", "steps": [1000, 10, 50, 20, 10], "precision": "bf16", "samples": 1,
+                         "seconds": 1.0,
                          "s_per_mpix": 1.0, "LPIPS": [0.30, 0.25, 0.309, 0.30, 0.32],
                          "FSIM": [0.80, 0.70, 0.796, 0.81, 0.80]})
     table, reference = studies.sampling_summary(rows, ["LPIPS", "FSIM"], tolerance=studies.DEFAULT_TOLERANCE)
-    assert reference == {"sampler": "ancestral", "steps": 1000, "precision": "bf16"}
+    assert reference == {"sampler": "ancestral", "init": "noise", "steps": 1000, "precision": "bf16"}
     match = dict(zip(zip(table["sampler"], table["steps"]), table["matches_reference"]))
     # better LPIPS but FSIM 0.1 worse; within both; better on both; LPIPS 0.02 worse
     assert match == {("ancestral", 1000): True, ("ancestral", 10): False, ("ddim", 50): True, ("ddim", 20): True,

@@ -154,8 +154,34 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(data, tmp_path
 @pytest.mark.parametrize("params,message", [
     ({**TINY, "model": {"preset": "tiny", "in_channel": 2}}, r"unknown key\(s\) \['in_channel'\]"),
     ({**TINY, "predict": {"sampler": "euler"}}, "vemdiffuse_i.predict.sampler"),
+    ({**TINY, "predict": {"init": "zeros"}}, "vemdiffuse_i.predict.init"),
     ({**TINY, "train": {}}, "vemdiffuse_i.train.iterations: required key is missing"),
 ])
 def test_params_validation(params, message):
     with pytest.raises(ValueError, match=message):
         build_volume_method("vemdiffuse_i", params, z_factor=3, device=CPU, seed=0)
+
+
+def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted, data, monkeypatch):
+    """init "condition": the chain of the slice at offset w between two sections starts from
+    (1 - w / z) * lower + (w / z) * upper (in [-1, 1]); "noise" passes no start."""
+    method, path = fitted
+    m = load_volume_method(path, device=CPU)
+    m.params["predict"].update(init="condition", sampler="ancestral", tile=64, chunk=100)
+    model, seen = m._sampling_model(), []
+    original = type(model).sample
+
+    def spy(self, cond, **kw):
+        seen.append((cond.clone(), kw["x0_init"]))
+        return original(self, cond, **kw)
+
+    monkeypatch.setattr(type(model), "sample", spy)
+    m.predict(data[1], seed=0, progress=False)
+    assert seen
+    for cond, start in seen:
+        weight = (cond[:, 2:] / 3).clamp(0, 1)
+        torch.testing.assert_close(start, cond[:, :1] * (1 - weight) + cond[:, 1:2] * weight)
+    m.params["predict"]["init"] = "noise"
+    seen.clear()
+    m.predict(data[1], seed=0, progress=False)
+    assert all(start is None for _, start in seen)

@@ -394,11 +394,11 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             "difficulty_loss": True,
         },
         "sample": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
-                   "precision": "bf16", "difficulty": False},
+                   "precision": "bf16", "difficulty": False, "init": "noise"},
     }
 
     def _build(self):
-        from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS, ConditionalDiffusion
         from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
         s, aleatoric = self.params["sample"], bool(self.params["train"]["difficulty_loss"])
@@ -408,6 +408,8 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             raise ValueError(f"emdiffuse.sample.precision: {s['precision']!r} is not one of {PRECISIONS}")
         if s["difficulty"] and not aleatoric:
             raise ValueError("emdiffuse.sample.difficulty: needs train.difficulty_loss: true")
+        if s["init"] not in INITS:
+            raise ValueError(f"emdiffuse.sample.init: {s['init']!r} is not one of {INITS}")
         overrides = dict(self.params["model"])
         preset = overrides.pop("preset", "official")
         if preset not in PRESETS:
@@ -460,7 +462,8 @@ class EMDiffuseMethod(DiffusionWeights, Method):
         model = self._sampling_model()
         k = int(s["samples"])
         cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
-        x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator, precision=s["precision"])
+        x = model.sample(cond, sampler=s["sampler"], steps=s["steps"], generator=generator, precision=s["precision"],
+                         x0_init=cond if s["init"] == "condition" else None)
         maps = [(x + 1) / 2]
         if s["difficulty"]:
             maps.append(model.difficulty(cond, x, generator=generator, precision=s["precision"]))

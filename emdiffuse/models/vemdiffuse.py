@@ -99,7 +99,8 @@ def pair_seed(seed: int, pair: int) -> int:
 @torch.no_grad()
 def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, seed: int, sampler: str,
                    steps: int, samples: int, tile: int, overlap: int, batch: int, multiple: int,
-                   device: torch.device, progress: bool = False, precision: str = "fp32") -> dict[str, np.ndarray]:
+                   device: torch.device, progress: bool = False, precision: str = "fp32",
+                   init: str = "noise") -> dict[str, np.ndarray]:
     """Mean and std of ``samples`` draws of every output slice between ``sections`` (Z, y, x) in [0, 1].
 
     Pair k's slices go through the sampler together (each with its index, ``samples`` copies,
@@ -107,6 +108,8 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
     index of ``sections[0]``. The slice at the last section centre (odd z) is sampled on its own
     (generator ``start + Z - 1``), so no batch depends on where a z chunk ends. ``precision``: the
     network's (``ConditionalDiffusion.sample``; "bf16" autocast, the sampler state stays float32).
+    ``init="condition"``: each chain starts from the linear interpolation of its two sections at the
+    slice's offset (``diffusion.INITS``); "noise" from pure noise, as officially.
     """
     owner, offsets = pair_offsets(len(sections), z_factor)
     group = owner + (offsets >= z_factor)
@@ -121,8 +124,10 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
             b, _, h, w = tiles.shape
             pairs = (tiles.to(device) * 2 - 1).repeat_interleave(n * samples, 0)
             index = offs.to(device).repeat_interleave(samples).repeat(b)[:, None, None, None].expand(-1, 1, h, w)
+            weight = (index / z_factor).clamp(0, 1)
+            x0_init = pairs[:, :1] * (1 - weight) + pairs[:, 1:] * weight if init == "condition" else None
             x = model.sample(torch.cat([pairs, index], 1), sampler=sampler, steps=steps, generator=generator,
-                             precision=precision)
+                             precision=precision, x0_init=x0_init)
             x = ((x.float() + 1) / 2).reshape(b, n, samples, h, w)
             spread = x.std(2) if samples > 1 else torch.zeros_like(x[:, :, 0])
             return torch.cat([x.mean(2), spread], 1)

@@ -237,16 +237,18 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
                   "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
                   "section_profile": "box"},
         "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                    "chunk": 16, "precision": "fp32"},
+                    "chunk": 16, "precision": "fp32", "init": "noise"},
     }
 
     def _build(self):
-        from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.diffusion import INITS, SAMPLERS, ConditionalDiffusion
         from emdiffuse.models.vemdiffuse import IndexedUNet, unet_kwargs
 
         if self.params["predict"]["sampler"] not in SAMPLERS:
             raise ValueError(f"{self.name}.predict.sampler: {self.params['predict']['sampler']!r} "
                              f"is not one of {SAMPLERS}")
+        if self.params["predict"]["init"] not in INITS:
+            raise ValueError(f"{self.name}.predict.init: {self.params['predict']['init']!r} is not one of {INITS}")
         kwargs = unet_kwargs(self.params["model"], f"{self.name}.model")
         d = self.params["diffusion"]
         net = IndexedUNet(**kwargs)
@@ -284,7 +286,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],
                              batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress,
-                             precision=p["precision"])
+                             precision=p["precision"], init=p["init"])
         if p["samples"] == 1:
             del out["uncertainty"]
         return out

@@ -14,9 +14,9 @@ from ..metrics import METRICS  # noqa: E402
 
 def sampling_figure(path: str, table: pd.DataFrame, reference: dict, metrics: list[str], *,
                     tolerance: dict[str, float], title: str = "") -> None:
-    """One panel per metric (log-x steps, one line per sampler at the reference precision, the other
-    precision as open markers, the reference value dashed with its tolerance band) and one panel of
-    seconds per megapixel (log-log)."""
+    """One panel per metric (log-x steps, one line per sampler and chain initialisation at the
+    reference precision, dotted for the non-reference init, the other precision as open markers, the
+    reference value dashed with its tolerance band) and one panel of seconds per megapixel (log-log)."""
     run = table[table["note"].isna()] if "note" in table else table
     base = run[run["precision"] == reference["precision"]]
     other = run[run["precision"] != reference["precision"]]
@@ -26,9 +26,10 @@ def sampling_figure(path: str, table: pd.DataFrame, reference: dict, metrics: li
     colors = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(run["sampler"]))}
     for ax, column in zip(axes, [*metrics, "s_per_mpix"]):
         key = column if column == "s_per_mpix" else f"{column}_mean"
-        for sampler, group in base.groupby("sampler", sort=False):
+        for (sampler, init), group in base.groupby(["sampler", "init"], sort=False):
             group = group.sort_values("steps")
-            ax.plot(group["steps"], group[key], "o-", color=colors[sampler], ms=4, label=sampler)
+            style = "o-" if init == reference["init"] else "^:"
+            ax.plot(group["steps"], group[key], style, color=colors[sampler], ms=4, label=f"{sampler}, init {init}")
         for _, r in other.iterrows():
             ax.plot(r["steps"], r[key], "s", mfc="none", color=colors[r["sampler"]], ms=7,
                     label=f"{r['sampler']} {r['precision']}")
