@@ -363,6 +363,13 @@ class CAREMethod(Method):
         return {"prediction": np.stack(preds)}
 
 
+# The official EMDiffuse / vEMDiffuse schedules (config/EMDiffuse-n.json): training and test noise levels.
+OFFICIAL_DIFFUSION = {
+    "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
+    "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
+}
+
+
 class EMDiffuseMethod(DiffusionWeights, Method):
     """EMDiffuse-n/-r: conditional diffusion (official schedules, MSE on noise, Adam lr 5e-5,
     linear warm-up, EMA 0.9999, input-only blur p = 0.5, flips/rot90), sampled K times per input.
@@ -384,10 +391,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     name = "emdiffuse"
     DEFAULTS = {
         "model": Free({"preset": "official"}),
-        "diffusion": {
-            "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
-            "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
-        },
+        "diffusion": OFFICIAL_DIFFUSION,
         "train": {
             "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
             "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,

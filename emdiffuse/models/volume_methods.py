@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from emdiffuse.data.degrade import anisotropic
-from emdiffuse.models.methods import (REQUIRED, DiffusionWeights, Free, _digest, merge_params, read_checkpoint,
-                                      registry_entry, write_checkpoint)
+from emdiffuse.models.methods import (OFFICIAL_DIFFUSION, REQUIRED, DiffusionWeights, Free, _digest, merge_params,
+                                      read_checkpoint, registry_entry, write_checkpoint)
 from emdiffuse.train import train_loop
 from emdiffuse.volumes import (BlockSampler, interpolate_z, output_positions, process_in_chunks,
                                tiled_stack_apply)
@@ -229,10 +229,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
     name = "vemdiffuse_i"
     DEFAULTS = {
         "model": Free({"preset": "official"}),
-        "diffusion": {
-            "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
-            "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
-        },
+        "diffusion": OFFICIAL_DIFFUSION,
         "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": 0,
                   "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
                   "section_profile": "box"},
