@@ -10,6 +10,8 @@ cores; ``--size 512`` or ``--steps 10`` for a quicker look). Prints
     of a 1-thread run is meaningful), the ratio ours/reference (issue target <= 0.3), and how far
     bf16 moves the output from fp32 with trained-like weights, checked against a stated tolerance
     (``BF16_TOLERANCE``);
+(a') with ``--breakdown``: both networks' evaluation split by operator category (torch.profiler), and
+    each category of ours as a share of the reference's whole evaluation;
 (b) end to end: ``EMDiffuseMethod.predict`` on a ``--size`` square image with K samples and the
     official preset: dpmpp2m at each of ``--steps`` and ancestral at 2 steps (measured), and the
     official 1000-step ancestral sampler, EXTRAPOLATED by a straight line through those runs
@@ -121,6 +123,55 @@ def per_evaluation(repeats: int, seed: int) -> dict[str, float]:
     return med
 
 
+# Operator categories of the breakdown (profiler keys, matched by substring).
+CATEGORIES = {"convolution": ("conv", "mkldnn_convolution"), "group norm": ("group_norm",),
+              "activation": ("silu", "sigmoid", "mul"), "attention": ("attention", "einsum", "bmm", "softmax"),
+              "copies": ("cat", "copy_", "to_copy", "clone", "contiguous", "slice", "index"),
+              "linear (embedding)": ("addmm", "linear"), "add": ("add",)}
+
+
+def categorise(key: str) -> str:
+    return next((name for name, parts in CATEGORIES.items() if any(p in key for p in parts)), "other")
+
+
+@torch.no_grad()
+def breakdown(repeats: int, seed: int) -> None:
+    """Per-evaluation seconds by operator category (torch.profiler self CPU time of the calling thread,
+    i.e. the op's wall time, parallel regions included), for the reference in fp32 and ours in
+    bf16+CL: what is left to gain, and how much of the reference's time our convolutions alone take."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ref, ours = networks(seed)
+    ours.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 2, 256, 256, generator=torch.Generator().manual_seed(seed))
+    gamma = torch.tensor([0.5])
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def ours_bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return ours(x_cl, gamma)
+
+    totals = {}
+    for name, fn in (("reference fp32", lambda: ref(x, gamma)), ("ours bf16+CL", ours_bf16)):
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                fn()
+        by_cat: dict[str, float] = {}
+        for event in prof.key_averages():
+            cat = categorise(event.key)
+            by_cat[cat] = by_cat.get(cat, 0.0) + event.self_cpu_time_total / 1e6 / repeats
+        totals[name] = by_cat
+    ref_total = sum(totals["reference fp32"].values())
+    print(f"\n(a') per evaluation by operator category, torch.profiler, {repeats} evaluations each ({load()})")
+    print(f"    {'category':<20}{'reference fp32 s':>18}{'ours bf16+CL s':>16}{'ours / ref total':>18}")
+    for cat in [*CATEGORIES, "other"]:
+        r, o = totals["reference fp32"].get(cat, 0.0), totals["ours bf16+CL"].get(cat, 0.0)
+        print(f"    {cat:<20}{r:>18.4f}{o:>16.4f}{o / ref_total:>18.3f}")
+    ours_total = sum(totals["ours bf16+CL"].values())
+    print(f"    {'total':<20}{ref_total:>18.4f}{ours_total:>16.4f}{ours_total / ref_total:>18.3f}")
+
+
 def end_to_end(size: int, samples: int, steps: list[int], seed: int, precision: str, tile: int, overlap: int,
                batch: int) -> None:
     _, ours = networks(seed)
@@ -161,6 +212,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="tiles sampled together")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--breakdown", action="store_true", help="also profile both networks by operator category")
     parser.add_argument("--tuned-malloc", action="store_true", help="glibc mmap/trim thresholds 1 GiB (both networks)")
     args = parser.parse_args()
     if args.tuned_malloc and not tune_allocator():
@@ -168,6 +220,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads ({load()})")
     per_evaluation(args.repeats, args.seed)
+    if args.breakdown:
+        breakdown(args.repeats, args.seed)
     if args.size:
         end_to_end(args.size, args.samples, sorted(args.steps), args.seed, args.precision, args.tile, args.overlap,
                    args.batch)

@@ -143,10 +143,11 @@ def describe_trained(trained: dict[str, dict]) -> str:
     """What training actually got per dataset (dataset -> :meth:`Method.budget`), appended to a
     budget line; empty for a method that is not learned."""
     return "".join(f"; trained on {dataset}: {got['iterations']} iterations in {got['seconds']:.1f} s, "
-                   f"batch {got['batch_size']}, patch {got['patch']}" for dataset, got in trained.items() if got)
+                   f"batch {got['batch_size']}, patch {got['patch']}, {got.get('precision', 'fp32')}"
+                   for dataset, got in trained.items() if got)
 
 
-BUDGET_COLUMNS = ["iterations", "train_seconds", "batch_size", "patch"]
+BUDGET_COLUMNS = ["iterations", "train_seconds", "batch_size", "patch", "precision"]
 
 
 def budget_columns(table: pd.DataFrame, trained: dict[tuple[str, str], dict]) -> pd.DataFrame:

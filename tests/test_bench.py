@@ -54,8 +54,17 @@ def test_train_speed_compares_both_allocators_in_child_processes():
 
 
 def test_speed_compares_the_reference_and_ours_on_the_same_weights():
-    out = bench("speed.py", "--size", "0", "--repeats", "1", "--threads", "1")
+    out = bench("speed.py", "--size", "0", "--repeats", "1", "--threads", "1", "--breakdown")
     rows = {line.split()[0] + " " + line.split()[1] for line in out.splitlines() if line.startswith("    ") and
             line.split()[0] in ("reference", "ours")}
     assert rows == {"reference fp32", "reference bf16+CL", "ours fp32", "ours bf16+CL"}
     assert "within the tolerance" in out  # bf16 close to fp32; fp32 equality is asserted inside the script
+    breakdown = out.split("by operator category")[1].splitlines()
+    shares = {line[:24].strip(): float(line.split()[-1]) for line in breakdown[2:] if line.startswith("    ")}
+    assert {"convolution", "group norm", "total"} <= set(shares) and shares["convolution"] > 0
+    assert shares["total"] == pytest.approx(sum(v for k, v in shares.items() if k != "total"), abs=0.01)
+
+
+def test_train_speed_compares_fp32_and_bf16_training():
+    out = bench("train_speed.py", "--amp", "--method", "care", "--patch", "16", "--iterations", "2", "--repeats", "1")
+    assert "CARE, batch 8, patch 16" in out and "fp32     precision" in out and "bf16 / fp32:" in out

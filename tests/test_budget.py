@@ -157,7 +157,7 @@ def test_pssr_one_cycle_spans_a_seconds_budget_and_resumes(monkeypatch, tmp_path
     assert lrs[0] == pytest.approx(4e-4 / 25) and 0 < peak < len(lrs) - 1  # warms up, then anneals
     assert lrs[-1] < 0.2 * lrs.max() and history[-1]["seconds"] >= 1.0
     assert method.budget() == {"iterations": len(history), "seconds": history[-1]["seconds"], "batch_size": 2,
-                               "patch": 32}
+                               "patch": 32, "precision": "fp32"}
     fit_killed_at(monkeypatch, "pssr", params, data, tmp_path / "b.pt", kill_at=3)
     messages = []
     resumed = build_method("pssr", params, device=CPU, seed=0)

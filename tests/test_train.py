@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from emdiffuse.patches import PatchSampler
-from emdiffuse.train import train_loop
+from emdiffuse.train import amp_dtype, train_loop
 
 
 def pairs(n=4, size=16, scale=1, seed=0):
@@ -56,7 +56,7 @@ class Killed(Exception):
     pass
 
 
-def run(path, kill_at=None, iterations=12, meta=None, log=lambda *_: None):
+def run(path, kill_at=None, iterations=12, meta=None, log=lambda *_: None, amp=False):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Dropout(0.3), nn.Conv2d(4, 1, 3, padding=1))
     sampler = PatchSampler(*pairs(), patch=8, batch_size=2, seed=1, input_blur_p=0.5)
@@ -72,15 +72,17 @@ def run(path, kill_at=None, iterations=12, meta=None, log=lambda *_: None):
     return train_loop(model, loss_fn, sampler, iterations=iterations, lr=1e-2, warmup=4, ema_decay=0.9,
                       plateau={"factor": 0.5, "patience": 0, "every": 2}, checkpoint_path=path,
                       checkpoint_every=3, device=torch.device("cpu"), seed=5, meta=meta or {"run": 1},
-                      callback=callback, progress=False, log=log)
+                      callback=callback, progress=False, log=log, amp=amp)
 
 
-def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_run_ends(tmp_path):
-    whole = run(tmp_path / "a.pt")
+@pytest.mark.parametrize("amp", [False, True])  # fp32, and bf16 autocast on the CPU
+def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_run_ends(tmp_path, amp):
+    whole = run(tmp_path / "a.pt", amp=amp)
     with pytest.raises(Killed):
-        run(tmp_path / "b.pt", kill_at=7)  # last checkpoint at 6: iteration 7 is redone
+        run(tmp_path / "b.pt", kill_at=7, amp=amp)  # last checkpoint at 6: iteration 7 is redone
     messages = []
-    resumed = run(tmp_path / "b.pt", log=messages.append)
+    resumed = run(tmp_path / "b.pt", log=messages.append, amp=amp)
+    assert {h["precision"] for h in whole.history} == {"bf16" if amp else "fp32"}
     assert "resuming at iteration 6/12" in messages[0]
     for a, b in [(whole.model, resumed.model), (whole.ema_model, resumed.ema_model)]:
         sa, sb = a.state_dict(), b.state_dict()
@@ -102,3 +104,12 @@ def test_finished_run_is_not_retrained_and_foreign_checkpoints_are_refused(tmp_p
     (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable training checkpoint"):
         run(tmp_path / "d.pt")
+
+
+def test_amp_modes():
+    cpu = torch.device("cpu")
+    assert amp_dtype(False, cpu) is None and amp_dtype(True, cpu) == torch.bfloat16
+    assert amp_dtype("auto", cpu) == (torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None)
+    assert amp_dtype(True, torch.device("mps")) is None
+    with pytest.raises(ValueError, match="train.amp must be one of"):
+        amp_dtype("bf16", cpu)

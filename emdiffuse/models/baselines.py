@@ -131,7 +131,7 @@ class RCANMethod(LowResInputMethod):
         "variant": "auto",
         "model": {"n_resgroups": None, "n_resblocks": None, "n_feats": None, "reduction": None, "res_scale": 1.0},
         "train": {"iterations": REQUIRED, "seconds": None, "batch_size": None, "patch": None, "lr": 1e-4,
-                  "lr_step": None, "checkpoint_every": 1000},
+                  "lr_step": None, "checkpoint_every": 1000, "amp": False},
         "normalize": {"pmin": 2.0, "pmax": 99.9},
         "predict": {"tile": 256, "overlap": 32, "batch": 4},
     }
@@ -166,11 +166,11 @@ class RCANMethod(LowResInputMethod):
             if self._variant()["mean_from_data"]:
                 self.net.data_mean.fill_(float(y.mean()))
         result = train_loop(
-            self.net, lambda batch: F.l1_loss(self.net(batch[0]), batch[1]), self._sampler(x, y),
+            self.net, lambda batch: F.l1_loss(self.net(batch[0]).float(), batch[1]), self._sampler(x, y),
             iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
             scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, lr_step, gamma=0.5),
             checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
-            seed=self.seed, meta=self._meta(inputs, targets), progress=progress, log=log)
+            seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets), progress=progress, log=log)
         return result.history
 
 
@@ -236,7 +236,7 @@ class PSSRMethod(LowResInputMethod):
             return cycle if t["seconds"] is None else ProgressSchedule(cycle, steps)
 
         result = train_loop(
-            self.net, lambda batch: F.mse_loss(self.net(batch[0]), batch[1]),
+            self.net, lambda batch: F.mse_loss(self.net(batch[0]).float(), batch[1]),
             self._sampler((inputs - mean) / std, (targets - mean) / std), iterations=t["iterations"],
             seconds=t["seconds"], lr=t["max_lr"], optimizer="adamw", betas=(0.9, 0.99),
             weight_decay=t["weight_decay"],

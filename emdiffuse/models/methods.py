@@ -96,10 +96,10 @@ def write_checkpoint(path: str | Path, **fields) -> None:
 
 
 def training_budget(history: list[dict], batch_size: int | None, patch: int | None) -> dict:
-    """Iterations done and training seconds (from a training history), batch size and patch."""
+    """Iterations done, training seconds and precision (from a training history), batch size and patch."""
     last = history[-1] if history else {"iteration": 0, "seconds": 0.0}
     return {"iterations": int(last["iteration"]), "seconds": float(last["seconds"]),
-            "batch_size": batch_size, "patch": patch}
+            "batch_size": batch_size, "patch": patch, "precision": last.get("precision", "fp32")}
 
 
 def _state_digest(state: Any) -> str:
@@ -310,7 +310,7 @@ class CAREMethod(Method):
         "model": {"n_depth": 2, "kern_size": 5, "n_first": 32, "residual": True},
         "train": {
             "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 128, "lr": 4e-4,
-            "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000,
+            "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000, "amp": False,
             "normalize": {"pmin_low": 1.0, "pmin_high": 3.0, "pmax_low": 99.5, "pmax_high": 99.9},
         },
         "predict": {"pmin": 2.0, "pmax": 99.8, "tile": 256, "overlap": 32, "batch": 4},
@@ -327,12 +327,12 @@ class CAREMethod(Method):
                                augment=False)
 
         def loss_fn(batch):
-            return F.l1_loss(self.net(batch[0]), batch[1])
+            return F.l1_loss(self.net(batch[0]).float(), batch[1])
 
         result = train_loop(
             self.net, loss_fn, sampler, iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"], adam_eps=1e-7,
             plateau=self._plateau(), checkpoint_path=checkpoint_path,
-            checkpoint_every=t["checkpoint_every"], device=self.device, seed=self.seed,
+            checkpoint_every=t["checkpoint_every"], device=self.device, seed=self.seed, amp=t["amp"],
             meta=self._meta(inputs, targets), progress=progress, log=log)
         return result.history
 
