@@ -132,6 +132,12 @@ def method_params(wildcards):
     return apply_budget(config["methods"][wildcards.method], config.get("budget"))
 
 
+def train_priority(wildcards):
+    """EMDiffuse trains longest (a diffusion model): its jobs start first, side by side, so the
+    greedy scheduler fills the remaining cores with the short jobs instead of ending on a long one."""
+    return 20 if wildcards.method == "emdiffuse" else 10
+
+
 def job_seed(wildcards):
     """A stable seed per job, derived from the master seed and the job's wildcards."""
     return derived_seed(config["seed"], *wildcards)

@@ -33,6 +33,7 @@ rule prepare_dataset:
     benchmark:
         "benchmarks/prepare_dataset/{dataset}.tsv"
     threads: 1
+    priority: 30  # short, and every training job waits for it: before any of them
     resources:
         mem_mb=4000,
         runtime=30,
@@ -58,6 +59,7 @@ rule make_pairs:
     benchmark:
         "benchmarks/make_pairs/{task}/{dataset}.tsv"
     threads: 1
+    priority: 30  # short, and every training job waits for it: before any of them
     resources:
         mem_mb=4000,
         runtime=30,

@@ -24,6 +24,7 @@ rule make_volume_pairs:
     benchmark:
         "benchmarks/make_volume_pairs/{dataset}.tsv"
     threads: 1
+    priority: 30  # short, and every training job waits for it: before any of them
     resources:
         mem_mb=4000,
         runtime=30,
@@ -80,6 +81,7 @@ rule train_volume:
     benchmark:
         "benchmarks/train_volume/{dataset}/{method}.tsv"
     threads: 1  # CPU: two 1-thread jobs side by side beat one 2-thread job; GPU profiles raise it
+    priority: 10  # long jobs (vEMDiffuse): early, after EMDiffuse's
     resources:
         mem_mb=8000,
         runtime=720,

@@ -14,7 +14,7 @@ rule train:
     benchmark:
         "benchmarks/train/{task}/{dataset}/{method}.tsv"
     threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
-    priority: 10  # the longest jobs, and the transfer and sampling studies wait for them: start them first
+    priority: train_priority  # the longest jobs, and the transfer and sampling studies wait for them: start them first
     resources:
         mem_mb=8000,
         runtime=720,
