@@ -104,7 +104,8 @@ class VolumeMethod:
                 "data": _digest(volume)}
         return train_loop(model, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"],
                           checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
-                          device=self.device, seed=self.seed, meta=meta, progress=progress, log=log, **options)
+                          device=self.device, seed=self.seed, amp=t["amp"], meta=meta, progress=progress, log=log,
+                          **options)
 
     # hooks
     def _build(self) -> None:
@@ -168,7 +169,7 @@ class SRUNet3DMethod(VolumeMethod):
     DEFAULTS = {
         "model": {"width": 32},
         "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 64, "sections": 8, "lr": 1e-4,
-                  "checkpoint_every": 1000, "section_profile": "box"},
+                  "checkpoint_every": 1000, "section_profile": "box", "amp": False},
         "predict": {"chunk": 8, "context": 4, "tile": 128, "overlap": 16, "batch": 1},
     }
 
@@ -193,7 +194,7 @@ class SRUNet3DMethod(VolumeMethod):
 
         def loss_fn(batch):
             x, y, ref = (b * 2 - 1 for b in batch)
-            return cubic_weighted_mse(self.net(x), y, ref)
+            return cubic_weighted_mse(self.net(x).float(), y, ref)
 
         return self._train(self.net, loss_fn, sampler, volume, checkpoint_path, progress, log).history
 
@@ -271,7 +272,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
             return self.diffusion.loss(condition(batch[0]), batch[1] * 2 - 1)
 
         result = self._train(self.diffusion, loss_fn, sampler, stack, checkpoint_path, progress, log,
-                             warmup=t["warmup"], ema_decay=t["ema_decay"], amp=t["amp"])
+                             warmup=t["warmup"], ema_decay=t["ema_decay"])
         self.ema = result.ema_model
         return result.history
 
