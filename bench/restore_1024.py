@@ -44,7 +44,7 @@ from emdiffuse.models.methods import EMDiffuseMethod  # noqa: E402
 from emdiffuse.models.registry import load_method  # noqa: E402
 from emdiffuse.models.unet import PRESETS  # noqa: E402
 
-SAMPLE_KEYS = ("sampler", "steps", "samples", "tile", "overlap", "batch", "precision")
+SAMPLE_KEYS = ("sampler", "steps", "samples", "tile", "overlap", "batch", "precision", "init")
 
 
 def stand_in_model(preset: str, seed: int) -> EMDiffuseMethod:
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int)
     parser.add_argument("--batch", type=int, help="tiles sampled together (network batch = batch x K)")
     parser.add_argument("--precision", choices=("bf16", "fp32"))
+    parser.add_argument("--init", choices=("noise", "condition"), help="chain start (sample.init)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
