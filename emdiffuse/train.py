@@ -136,6 +136,8 @@ def train_loop(
     autocast = amp_dtype(amp, device)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
     scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
+    if precision != "fp32":  # "auto" resolves per machine: never resume a run in another precision
+        meta = {**(meta or {}), "precision": precision}
     parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scheduler": sched, "scaler": scaler}
     if ema is not None:
         parts["ema"] = ema.model

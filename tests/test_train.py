@@ -113,3 +113,9 @@ def test_amp_modes():
     assert amp_dtype(True, torch.device("mps")) is None
     with pytest.raises(ValueError, match="train.amp must be one of"):
         amp_dtype("bf16", cpu)
+
+
+def test_a_checkpoint_resumes_only_in_its_own_precision(tmp_path):
+    run(tmp_path / "e.pt", iterations=3, amp=True)
+    with pytest.raises(ValueError, match="different run"):
+        run(tmp_path / "e.pt", iterations=6, amp=False)
