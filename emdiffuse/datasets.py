@@ -38,10 +38,22 @@ def _phantom(name: str, entry: dict, seed: int) -> Prepared:
     return Prepared(em.astype(np.float32), voxel, labels)
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(name: str, given: str) -> Path:
+    """A dataset file: absolute, else relative to the working directory, else to the repository
+    (so the data that ship in ``resources/`` are found when Snakemake runs with ``--directory``)."""
+    path = Path(given)
+    for candidate in ([path] if path.is_absolute() else [path, REPOSITORY / path]):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"datasets.{name}.path: {given} does not exist (relative paths are looked up in the "
+                      f"working directory {Path.cwd()}, then in the repository {REPOSITORY})")
+
+
 def _tiff(name: str, entry: dict, seed: int) -> Prepared:
-    path = Path(entry["path"])
-    if not path.exists():
-        raise ConfigError(f"datasets.{name}.path: {path} does not exist")
+    path = resolve_path(name, entry["path"])
     volume, _ = read_tiff(path)
     if volume.ndim != 3:
         raise ConfigError(f"datasets.{name}.path: {path} has shape {volume.shape}; expected a (z, y, x) stack")
