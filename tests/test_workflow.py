@@ -142,11 +142,12 @@ def test_vemdiffuse_a_trains_on_the_anisotropic_sections_only(repo, tmp_path, de
                      f"--configfile={repo / 'config' / 'config.yaml'}", "all")
     trains = {f["wildcards"]: f["input"] for rule, f in dry_run_jobs(proc.stdout + proc.stderr)
               if rule == "train_volume"}
-    d = default_config["tasks"]["isotropic"]["datasets"][0]
-    assert trains[f"dataset={d}, method=vemdiffuse_a"] == f"data/pairs/isotropic/{d}/test_sections.tif"
-    assert trains[f"dataset={d}, method=vemdiffuse_i"] == f"data/pairs/isotropic/{d}/train_volume.tif"
-    assert trains[f"dataset={d}, method=srunet3d"] == f"data/pairs/isotropic/{d}/train_volume.tif"
-    assert len(trains) == 3  # linear and cubic are not learned
+    datasets = default_config["tasks"]["isotropic"]["datasets"]
+    for d in datasets:
+        assert trains[f"dataset={d}, method=vemdiffuse_a"] == f"data/pairs/isotropic/{d}/test_sections.tif"
+        assert trains[f"dataset={d}, method=vemdiffuse_i"] == f"data/pairs/isotropic/{d}/train_volume.tif"
+        assert trains[f"dataset={d}, method=srunet3d"] == f"data/pairs/isotropic/{d}/train_volume.tif"
+    assert len(trains) == 3 * len(datasets)  # linear and cubic are not learned
 
 
 def test_bad_config_stops_with_the_key_named(repo, tmp_path, test_config):
