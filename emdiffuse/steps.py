@@ -105,19 +105,22 @@ def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
     save_npz(out_path, **model.predict(pairs["inputs"], seed=seed, progress=progress))
 
 
-def evaluate(task: str, dataset: str, method: str, predictions_path: str, pairs_path: str,
-             metrics: list[str], out_path: str, *, threshold: float) -> None:
-    """Per-image metrics; for stochastic methods also the reliability score and its flag."""
+def evaluate(task: str, dataset: str, predictions: dict[str, str], pairs_path: str, metrics: list[str],
+             out_path: str, *, threshold: float) -> None:
+    """Per-image metrics of every method (``predictions``: method -> file) on one dataset; for
+    stochastic methods also the reliability score and its flag."""
     from .io import atomic_path
     from .tables import evaluate_images
 
-    pred = load_npz(predictions_path, required=("prediction",))
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
-    rows = evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"],
-                           metrics, task=task, dataset=dataset, method=method,
-                           uncertainty=pred.get("uncertainty"), threshold=threshold)
+    frames = []
+    for method, path in predictions.items():
+        pred = load_npz(path, required=("prediction",))
+        frames.append(evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"],
+                                      metrics, task=task, dataset=dataset, method=method,
+                                      uncertainty=pred.get("uncertainty"), threshold=threshold))
     with atomic_path(out_path) as tmp:
-        rows.to_csv(tmp, index=False)
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
 
 
 def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[str],
@@ -193,29 +196,34 @@ def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: s
     write_text(md_path, "\n".join(lines) + "\n")
 
 
-def figure(task: str, predictions: dict[str, str], pairs_path: str, figure_cfg: dict, out_path: str) -> None:
-    """Input, each method and the ground truth for one test image, plus EMDiffuse's uncertainty."""
+def figure(task: str, predictions: dict[str, dict[str, str]], pairs: dict[str, str], figure_cfg: dict,
+           out_path: str) -> None:
+    """Input, each method and the ground truth for one test image of each dataset (one row per
+    dataset: the phantom beside real EM), plus EMDiffuse's uncertainty."""
     from .plots.figures import restoration_figure
 
-    pairs = load_npz(pairs_path, required=PAIR_KEYS)
     i = figure_cfg["image"]
-    if i >= len(pairs["inputs"]):
-        raise ConfigError(f"figure.image: {i} but the test set has {len(pairs['inputs'])} images")
-    factor = pairs["targets"].shape[-1] // pairs["inputs"].shape[-1]
-    panels = [("input" if factor == 1 else f"input (x{factor} pixel size)", pairs["inputs"][i])]
-    uncertainty = None
-    for method, path in predictions.items():
-        if method == "input" and factor == 1:
-            continue  # the same image as the input panel
-        pred = load_npz(path, required=("prediction",))
-        panels.append(("bicubic" if method == "input" else method, pred["prediction"][i]))
-        if "uncertainty" in pred and uncertainty is None:
-            uncertainty = pred["uncertainty"][i]
-    panels.append(("ground truth", pairs["targets"][i]))
-    level = str(pairs["level_name"][pairs["level"][i]])
-    reliability = float(np.percentile(uncertainty, 99)) if uncertainty is not None else None
-    restoration_figure(out_path, panels, inset=tuple(figure_cfg["inset"]), uncertainty=uncertainty,
-                       reliability=reliability, suptitle=f"{task}: test image {i} ({level})")
+    rows = []
+    for dataset, methods in predictions.items():
+        pair = load_npz(pairs[dataset], required=PAIR_KEYS)
+        if i >= len(pair["inputs"]):
+            raise ConfigError(f"figure.image: {i} but the {dataset} test set has {len(pair['inputs'])} images")
+        factor = pair["targets"].shape[-1] // pair["inputs"].shape[-1]
+        panels = [("input" if factor == 1 else f"input (x{factor} pixel size)", pair["inputs"][i])]
+        uncertainty = None
+        for method, path in methods.items():
+            if method == "input" and factor == 1:
+                continue  # the same image as the input panel
+            pred = load_npz(path, required=("prediction",))
+            panels.append(("bicubic" if method == "input" else method, pred["prediction"][i]))
+            if "uncertainty" in pred and uncertainty is None:
+                uncertainty = pred["uncertainty"][i]
+        panels.append(("ground truth", pair["targets"][i]))
+        level = str(pair["level_name"][pair["level"][i]])
+        reliability = float(np.percentile(uncertainty, 99)) if uncertainty is not None else None
+        rows.append({"label": f"{dataset} ({level})", "panels": panels, "uncertainty": uncertainty,
+                     "reliability": reliability})
+    restoration_figure(out_path, rows, inset=tuple(figure_cfg["inset"]), suptitle=f"{task}: test image {i}")
 
 
 def phantom_figure(volume_paths: list[str], reference_dir: str, out_path: str) -> None:

@@ -25,34 +25,37 @@ def _inset(ax, image: np.ndarray, box: tuple[int, int, int], scale: float) -> No
         spine.set_edgecolor("yellow")
 
 
-def restoration_figure(
-    path: str, panels: list[tuple[str, np.ndarray]], *, inset: tuple[int, int, int],
-    uncertainty: np.ndarray | None = None, reliability: float | None = None, suptitle: str = "",
-) -> None:
-    """One row of panels (each titled, same grey scale, with a zoomed inset) plus the uncertainty map.
+def restoration_figure(path: str, rows: list[dict], *, inset: tuple[int, int, int], suptitle: str = "") -> None:
+    """One row per dataset: its panels (each titled, same grey scale, with a zoomed inset) and, where
+    given, the uncertainty map.
 
-    ``inset`` is (y, x, size) in the pixels of the last panel (the ground truth); panels on a
-    coarser grid get the box scaled to their own size.
+    Each row is ``{"label": str, "panels": [(title, image), ...], "uncertainty": array or None,
+    "reliability": float or None}``. ``inset`` is (y, x, size) in the pixels of a row's last panel
+    (the ground truth); panels on a coarser grid get the box scaled to their own size.
     """
-    ref = panels[-1][1].shape[0]
-    n = len(panels) + (uncertainty is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.3), squeeze=False)
-    axes = axes[0]
-    for ax, (title, image) in zip(axes, panels):
-        ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        _inset(ax, image, inset, image.shape[0] / ref)
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    if uncertainty is not None:
-        ax = axes[-1]
-        im = ax.imshow(uncertainty, cmap="magma", vmin=0, vmax=max(float(np.percentile(uncertainty, 99.5)), 1e-6))
-        title = "uncertainty (std of K samples)"
-        if reliability is not None:
-            title += f"\n99th pct = {reliability:.3f}"
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    n = max(len(r["panels"]) + (r.get("uncertainty") is not None) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(3.0 * n, 3.3 * len(rows)), squeeze=False)
+    for row, ax_row in zip(rows, axes):
+        ref = row["panels"][-1][1].shape[0]
+        for ax in ax_row:
+            ax.axis("off")
+        for ax, (title, image) in zip(ax_row, row["panels"]):
+            ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            _inset(ax, image, inset, image.shape[0] / ref)
+            ax.set_title(title, fontsize=10)
+        ax_row[0].text(-0.08, 0.5, row["label"], transform=ax_row[0].transAxes, rotation=90,
+                       ha="right", va="center", fontsize=11)
+        uncertainty = row.get("uncertainty")
+        if uncertainty is not None:
+            ax = ax_row[len(row["panels"])]
+            im = ax.imshow(uncertainty, cmap="magma", vmin=0,
+                           vmax=max(float(np.percentile(uncertainty, 99.5)), 1e-6))
+            title = "uncertainty (std of K samples)"
+            if row.get("reliability") is not None:
+                title += f"\n99th pct = {row['reliability']:.3f}"
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
-    save_figure(fig, path, dpi=150)
+    save_figure(fig, path, dpi=120)

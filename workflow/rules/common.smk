@@ -47,15 +47,6 @@ def task_outputs(task):
     return outputs
 
 
-def calibration_inputs(wildcards):
-    """EMDiffuse's per-image metrics (with reliability scores) on every dataset of the task."""
-    return expand(
-        "results/metrics/{task}/{dataset}/emdiffuse.csv",
-        task=wildcards.task,
-        dataset=config["tasks"][wildcards.task]["datasets"],
-    )
-
-
 def final_outputs():
     """Every table and figure; the stage-timing summary is made after them."""
     outputs = [out for task in TASKS for out in task_outputs(task)]
@@ -66,28 +57,42 @@ def final_outputs():
 
 
 def metric_files(wildcards):
-    """Per-image metric CSVs of every (dataset, method) the task names."""
+    """Per-image metric CSVs of the task: one per dataset, every method in it (EMDiffuse's rows
+    with reliability scores)."""
+    return expand(
+        "results/metrics/{task}/{dataset}.csv",
+        task=wildcards.task,
+        dataset=config["tasks"][wildcards.task]["datasets"],
+    )
+
+
+def dataset_predictions(wildcards):
+    """Every method's test predictions on one dataset, in the task's method order."""
+    return expand(
+        "results/predictions/{task}/{dataset}/{method}/test.npz",
+        task=wildcards.task,
+        dataset=wildcards.dataset,
+        method=config["tasks"][wildcards.task]["methods"],
+    )
+
+
+def figure_predictions(wildcards):
+    """Predictions shown in a task's figure: every method on every dataset, dataset by dataset."""
     task = config["tasks"][wildcards.task]
     return expand(
-        "results/metrics/{task}/{dataset}/{method}.csv",
+        "results/predictions/{task}/{dataset}/{method}/test.npz",
         task=wildcards.task,
         dataset=task["datasets"],
         method=task["methods"],
     )
 
 
-def figure_predictions(wildcards):
-    """Predictions shown in a task's figure: its methods on its first dataset."""
-    task = config["tasks"][wildcards.task]
-    return {
-        method: f"results/predictions/{wildcards.task}/{task['datasets'][0]}/{method}/test.npz"
-        for method in task["methods"]
-    }
-
-
 def figure_pairs(wildcards):
-    dataset = config["tasks"][wildcards.task]["datasets"][0]
-    return f"data/pairs/{wildcards.task}/{dataset}/test.npz"
+    return expand(
+        "data/pairs/{task}/{dataset}/test.npz",
+        task=wildcards.task,
+        dataset=config["tasks"][wildcards.task]["datasets"],
+    )
 
 
 def is_remote(name):

@@ -1,17 +1,18 @@
 rule evaluate:
     input:
-        predictions="results/predictions/{task}/{dataset}/{method}/test.npz",
+        predictions=dataset_predictions,
         pairs="data/pairs/{task}/{dataset}/test.npz",
     output:
-        metrics="results/metrics/{task}/{dataset}/{method}.csv",
+        metrics="results/metrics/{task}/{dataset}.csv",
     params:
         metrics=task_metrics,
+        methods=task_methods,
         threshold=config["reliability_threshold"],
     log:
-        "logs/evaluate/{task}/{dataset}/{method}.log",
+        "logs/evaluate/{task}/{dataset}.log",
     benchmark:
-        "benchmarks/evaluate/{task}/{dataset}/{method}.tsv"
-    threads: 1
+        "benchmarks/evaluate/{task}/{dataset}.tsv"
+    threads: 1  # one job per dataset, not per method: the metric imports (piq, LPIPS) cost ~5 s a job
     resources:
         mem_mb=4000,
         runtime=60,

@@ -31,7 +31,7 @@ rule table:
 
 rule calibration:
     input:
-        calibration_inputs,
+        metric_files,
     output:
         csv="results/tables/{task}_calibration.csv",
         md="results/tables/{task}_calibration.md",
@@ -58,7 +58,7 @@ rule calibration:
 
 rule figure:
     input:
-        unpack(figure_predictions),
+        predictions=figure_predictions,
         pairs=figure_pairs,
     output:
         report(
@@ -68,6 +68,8 @@ rule figure:
         ),
     params:
         figure=config["figure"],
+        datasets=lambda w: config["tasks"][w.task]["datasets"],
+        methods=task_methods,
     log:
         "logs/figure/{task}.log",
     benchmark:

@@ -9,8 +9,7 @@ set_threads(snakemake.threads)
 evaluate(
     snakemake.wildcards.task,
     snakemake.wildcards.dataset,
-    snakemake.wildcards.method,
-    snakemake.input.predictions,
+    dict(zip(snakemake.params.methods, snakemake.input.predictions)),
     snakemake.input.pairs,
     snakemake.params.metrics,
     snakemake.output.metrics,

@@ -4,11 +4,13 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.steps import figure
 
-predictions = {k: v for k, v in snakemake.input.items() if k != "pairs"}
+datasets, methods = snakemake.params.datasets, snakemake.params.methods
+paths = iter(snakemake.input.predictions)  # expand() order: dataset-major, then method
+predictions = {d: {m: next(paths) for m in methods} for d in datasets}
 figure(
     snakemake.wildcards.task,
     predictions,
-    snakemake.input.pairs,
+    dict(zip(datasets, snakemake.input.pairs)),
     snakemake.params.figure,
     snakemake.output[0],
 )
