@@ -395,6 +395,7 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     import torch
 
     from .device import pick_device, set_threads
+    from .models.diffusion import resolve_precision
     from .models.registry import load_method
 
     set_threads(threads)
@@ -403,7 +404,9 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     if subset["targets"].shape[-1] % method.multiple:
         raise ConfigError(f"sampling_study.crop: {subset['targets'].shape[-1]} must be a multiple of {method.multiple}")
     limit = method.diffusion.max_steps(sampler)
-    settings, skipped = sampling_settings(sampler, study["steps"], limit, method.params["sample"],
+    configured = {**method.params["sample"],
+                  "precision": resolve_precision(method.params["sample"]["precision"], method.device)}
+    settings, skipped = sampling_settings(sampler, study["steps"], limit, configured,
                                           lambda n: method.diffusion.start_alpha_bar(sampler, n))
     rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],
                          task=task, dataset=dataset, progress=progress) if settings else pd.DataFrame()

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emdiffuse import __version__
+from emdiffuse.device import bf16_pays
 from emdiffuse.io import atomic_path
 from emdiffuse.patches import PatchSampler
 
@@ -211,7 +212,7 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training with ``amp`` on ``device``; None is float32.
 
     True: bf16 (on CUDA without bf16, fp16 with loss scaling; on MPS float32). "auto": the same on
-    CUDA; on the CPU bf16 only where it has bf16 matrix units (Intel AMX), where CPU autocast pays
+    CUDA; on the CPU bf16 only where it has bf16 matrix units (Intel AMX, :func:`bf16_pays`), where CPU autocast pays
     (measured on a 2-core AMX Xeon, ``bench/train_speed.py --amp``: EMDiffuse cpu-small 1.5x, CARE
     2.6x the float32 iterations per second); else float32 (on an AVX512-BF16 EPYC without AMX, bf16
     autocast inference ran at about the float32 rate).
@@ -223,7 +224,7 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and (amp is True or torch.cpu._is_amx_tile_supported()):
+    if device.type == "cpu" and (amp is True or bf16_pays(device)):
         return torch.bfloat16
     return None
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas
+from emdiffuse.models.diffusion import (PRECISIONS, SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas,
+                                       resolve_precision)
 from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
 TRAIN = {"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}
@@ -218,7 +219,7 @@ class PrecisionRecorder(nn.Module):
 def test_precision_runs_only_the_network_in_low_precision(precision):
     model = ConditionalDiffusion(PrecisionRecorder(), TRAIN, TEST)
     x = model.sample(torch.zeros(2, 1, 8, 8), sampler="dpmpp2m", steps=3, generator=_gen(0), precision=precision)
-    low = precision == "bf16"
+    low = resolve_precision(precision, torch.device("cpu")) == "bf16"
     assert x.dtype == torch.float32
     assert model.net.calls == [(torch.float32, low, low, low)] * 3
     assert model.net.conv.weight.is_contiguous()  # the weights are back in the default layout
@@ -230,7 +231,7 @@ def test_precision_runs_only_the_network_in_low_precision(precision):
 def test_bf16_samples_stay_close_to_fp32(sampler):
     model = _tiny_diffusion()
     cond = torch.rand(2, 1, 16, 16, generator=_gen(4)) * 2 - 1
-    a, b = (model.sample(cond, sampler=sampler, steps=4, generator=_gen(1), precision=p) for p in PRECISIONS)
+    a, b = (model.sample(cond, sampler=sampler, steps=4, generator=_gen(1), precision=p) for p in ("fp32", "bf16"))
     assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.03  # 0.003-0.012 measured
 
 
@@ -290,3 +291,18 @@ def test_condition_init_removes_the_short_chains_bias_and_narrows_the_spread():
     torch.testing.assert_close(draw(1000), draw(1000, guess))
     with pytest.raises(ValueError, match="x0_init has shape"):
         model.sample(TOY_COND, sampler="ancestral", steps=10, x0_init=guess[:, :, :4])
+
+
+def test_auto_precision_is_bf16_only_where_it_pays(monkeypatch):
+    """auto: bf16 on CUDA and on AMX CPUs, float32 on other CPUs (where bf16 is 2-3x slower)."""
+    import emdiffuse.device
+
+    cpu = torch.device("cpu")
+    for amx, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert emdiffuse.device.bf16_pays(cpu) is amx
+        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)

@@ -74,13 +74,14 @@ def test_emdiffuse_uncertainty_and_seeds(fitted):
 def test_emdiffuse_bf16_prediction_is_close_to_fp32(fitted):
     method, _ = fitted["emdiffuse"]
     inputs = toy_pairs(n=1, size=16)[0]
-    assert method.params["sample"]["precision"] == "bf16"  # the default
-    bf16 = method.predict(inputs, seed=1, progress=False)["prediction"]
+    assert method.params["sample"]["precision"] == "auto"  # the default
     try:
+        method.params["sample"]["precision"] = "bf16"
+        bf16 = method.predict(inputs, seed=1, progress=False)["prediction"]
         method.params["sample"]["precision"] = "fp32"
         fp32 = method.predict(inputs, seed=1, progress=False)["prediction"]
     finally:
-        method.params["sample"]["precision"] = "bf16"
+        method.params["sample"]["precision"] = "auto"
     assert np.abs(bf16 - fp32).mean() < 0.01
 
 

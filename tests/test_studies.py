@@ -28,7 +28,8 @@ def study_files(tmp_path_factory):
     """A fitted tiny EMDiffuse model, the test pairs and a 2-image, 32-px subset of them."""
     root = tmp_path_factory.mktemp("studies")
     pairs = _pairs()
-    params = {**TINY["emdiffuse"], "sample": {**TINY["emdiffuse"]["sample"], "sampler": "ancestral", "steps": 2}}
+    params = {**TINY["emdiffuse"], "sample": {**TINY["emdiffuse"]["sample"], "sampler": "ancestral", "steps": 2,
+                                                                "precision": "bf16"}}
     method = build_method("emdiffuse", params, device=CPU, seed=0)
     method.fit(pairs["inputs"], pairs["targets"], checkpoint_path=root / "ckpt.pt", **QUIET)
     method.save(root / "model.pt")

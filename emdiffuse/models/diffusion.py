@@ -40,7 +40,7 @@ Gaussian toy in ``tests/test_diffusion.py``).
 network runs on.
 
 ``precision="bf16"`` runs only the network under autocast (bfloat16; float16 on CUDA without
-bf16; MPS stays float32) on channels-last tensors; the sampler state (x_t, x0, the solver's
+bf16; MPS stays float32); "auto" does so only where that is faster than float32 (CUDA, AMX CPUs) on channels-last tensors; the sampler state (x_t, x0, the solver's
 history) stays float32, so low precision enters only through the noise estimate.
 
 ``loss="aleatoric"``: the paper's difficulty-aware loss (see :func:`aleatoric_loss`); the net then
@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp2m")
 SPACINGS = ("quadratic", "uniform")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 INITS = ("noise", "condition")
 LOSSES = ("mse", "l1", "aleatoric")
 # The first official commit's difficulty map: s averaged at t = T_train / k (k = 2 ... 32).
@@ -110,6 +110,17 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if device.type == "cpu" else None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "bf16": "auto" is bf16 where it pays (:func:`~emdiffuse.device.bf16_pays`)."""
+    from emdiffuse.device import bf16_pays
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_pays(device) else "fp32"
+    return precision
 
 
 @contextlib.contextmanager
@@ -182,9 +193,7 @@ class ConditionalDiffusion(nn.Module):
     def _network(self, precision: str, device: torch.device):
         """The net in eval mode as ``f(x, gamma) -> float32``; at "bf16" it runs under autocast on
         channels-last tensors while everything outside it stays float32."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        dtype = autocast_dtype(device) if precision == "bf16" else None
+        dtype = autocast_dtype(device) if resolve_precision(precision, device) == "bf16" else None
 
         def run(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
             if dtype is None:

@@ -385,7 +385,8 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     output channel, a per-pixel log-scale s. ``sample.difficulty`` then adds the output
     ``difficulty``: s averaged over five noise levels, on the K samples (log of the predicted noise
     error scale; higher = harder). ``sample.precision``: "bf16" runs the network in bfloat16
-    autocast on channels-last tensors (sampler state float32), "fp32" is the exact path.
+    autocast on channels-last tensors (sampler state float32), "fp32" is the exact path, "auto"
+    (default) is bf16 where that is faster (CUDA, AMX CPUs), else fp32.
     """
 
     name = "emdiffuse"
@@ -398,7 +399,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             "difficulty_loss": True,
         },
         "sample": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
-                   "precision": "bf16", "difficulty": False, "init": "noise"},
+                   "precision": "auto", "difficulty": False, "init": "noise"},
     }
 
     def _build(self):

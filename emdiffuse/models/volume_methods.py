@@ -235,7 +235,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
                   "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
                   "section_profile": "box"},
         "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                    "chunk": 16, "precision": "fp32", "init": "noise"},
+                    "chunk": 16, "precision": "auto", "init": "noise"},
     }
 
     def _build(self):
