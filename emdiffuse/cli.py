@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import read_image, write_image, write_text
+from .metrics.calibration import DEFAULT_THRESHOLD
 
 
 def to_unit_range(image: np.ndarray, source: str) -> np.ndarray:
@@ -59,12 +60,12 @@ def predict_command(args: argparse.Namespace) -> int:
     write_image(output, squeeze(out["prediction"]), voxel)
     report = {"input": str(args.input), "model": str(args.model), "prediction": str(output)}
     if "uncertainty" in out:
-        scores = [reliability_score(u) for u in out["uncertainty"]]
+        scores = [reliability_score(u, p) for u, p in zip(out["uncertainty"], out["prediction"])]
         flags = flag_unreliable(np.asarray(scores), args.threshold)
         write_image(sibling(output, "uncertainty"), squeeze(out["uncertainty"]), voxel)
         report.update(uncertainty=str(sibling(output, "uncertainty")), threshold=args.threshold,
                       reliability=[float(s) for s in scores], unreliable=[bool(f) for f in flags])
-        print(f"reliability (99th percentile of the uncertainty): max {max(scores):.4f}; "
+        print(f"reliability (99th percentile of the uncertainty / the prediction's std): max {max(scores):.4f}; "
               f"{int(flags.sum())} of {len(flags)} image(s) above the threshold {args.threshold}")
     write_text(sibling(output, "reliability").with_suffix(".json"), json.dumps(report, indent=2))
     print(f"wrote {output}")
@@ -81,7 +82,9 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=int, help="sampling steps (diffusion models)")
     pr.add_argument("--samples", type=int, help="K samples averaged (diffusion models)")
     pr.add_argument("--sampler", choices=["ancestral", "ddim", "dpmpp2m"], help="sampler (diffusion models)")
-    pr.add_argument("--threshold", type=float, default=0.12, help="reliability threshold (paper: 0.12)")
+    pr.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                    help=f"reliability threshold on the score relative to the prediction's contrast (default "
+                         f"{DEFAULT_THRESHOLD}; the paper's 0.12 applies to its own score, also reported)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -362,11 +362,14 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
                     unscored: dict[str, str], threshold: float) -> str:
     """mean ± std [95% CI] per metric and plane, best learned-or-not method per block in bold."""
     from .metrics import METRICS
-    from .tables import _cell
+    from .metrics.calibration import PAPER_THRESHOLD
+    from .tables import _cell, _flag_cell
 
     reliability = "reliability_mean" in table
+    paper = "reliability_paper_mean" in table
     header = ["dataset", "plane", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     header += ["reliability (flagged)"] if reliability else []
+    header += ["paper score (flagged)"] if paper else []
     lines = [f"# {TASK}: reconstruction quality per plane", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for (_, plane), block in table.groupby(["dataset", "plane"], sort=False):
@@ -376,14 +379,17 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
             cells = [r["dataset"], plane.upper(), r["method"], str(int(r["n"]))]
             cells += [_cell(r, m, best[m]) if m in scored else "n/a" for m in metrics]
             if reliability:
-                rel = r.get("reliability_mean", np.nan)
-                cells.append(f"{rel:.3f} ({int(r['unreliable_n'])}/{int(r['n'])})" if np.isfinite(rel) else "—")
+                cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
+            if paper:
+                cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over the scored planes of the test volume (n per view,",
               "spread evenly); bold: best method. n/a: " + ", ".join(f"{m} is scored on {'/'.join(v).upper()} only"
                                                                  for m, v in PLANE_ONLY.items() if m in metrics) + "."]
     if reliability:
-        lines += [f"Reliability: 99th percentile of the K-sample std map per plane; (flagged): above {threshold:g}."]
+        lines += [f"Reliability: 99th percentile of the K-sample std map per plane divided by the plane's std (its "
+                  f"contrast); (flagged): above {threshold:g}. Paper score: the 99th percentile alone ([0, 1] units), "
+                  f"flagged above the paper's {PAPER_THRESHOLD:g}."]
     lines += ["", "Axial factors (sections -> isotropic slices):", ""]
     lines += [f"- **{d}**: {text}" for d, text in factors.items()]
     if unscored:

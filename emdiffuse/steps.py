@@ -166,40 +166,71 @@ def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:
 
 def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: str, md_path: str,
                 png_path: str, *, error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> None:
-    """Does the reliability score flag the worst predictions? Per-image error against score.
+    """Does the reliability score flag the worst predictions? Per-image error against score, per
+    dataset (the phantom and real EM differ in difficulty) and pooled, for the workflow's score
+    (relative to the prediction's contrast) and the paper's.
 
-    A prediction counts as bad when its error is in the worst ``1 - bad_quantile`` of the task's
-    images; the table says which share of those the threshold catches.
+    A prediction counts as bad when its error is in the worst ``1 - bad_quantile`` of its
+    dataset's images; the table says which share of those each threshold catches.
     """
     from .io import atomic_path
     from .metrics import METRICS
+    from .metrics.calibration import PAPER_THRESHOLD, calibration_table
     from .plots.calibration import calibration_figure
 
     rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
     if error_metric not in rows:
         raise ConfigError(f"tasks.{task}.metrics: the calibration needs {error_metric} per image")
-    rows = rows[np.isfinite(rows[error_metric]) & rows["reliability"].notna()]
+    rows = rows[np.isfinite(rows[error_metric]) & rows["reliability"].notna()].copy()
     sign = -1.0 if METRICS[error_metric].higher_is_better else 1.0  # error: higher is worse
-    errors = sign * rows[error_metric].to_numpy(dtype=np.float64)
-    bad_error = float(np.quantile(errors, bad_quantile))
-    result = calibration_figure(png_path, rows["reliability"].to_numpy(), errors, threshold, bad_error,
-                                labels=rows["level_name"].to_numpy(), error_name=error_metric)
-    summary = {k: result[k] for k in ("n", "threshold", "bad_error", "spearman", "bad_share", "flagged_share",
-                                      "recall", "precision")}
+    rows["error"] = sign * rows[error_metric].to_numpy(dtype=np.float64)
+    rows["bad_error"] = rows.groupby("dataset")["error"].transform(lambda e: np.quantile(e, bad_quantile))
+    scores = {"reliability": ("score / contrast", threshold), "reliability_paper": ("paper score", PAPER_THRESHOLD)}
+    summary = []
+    for scope, group in [*rows.groupby(["dataset", "method"], sort=False), (("all", "all"), rows)]:
+        for column, (name, limit) in scores.items():
+            result = calibration_table(group[column].to_numpy(), group["error"].to_numpy(), limit, 0.0)
+            bad = (group["error"] > group["bad_error"]).to_numpy()
+            flagged = (group[column] > limit).to_numpy()
+            summary.append({"dataset": scope[0], "method": scope[1], "score": name, "threshold": limit,
+                            "n": result["n"], "spearman": result["spearman"],
+                            "score_min": float(group[column].min()), "score_max": float(group[column].max()),
+                            "flagged_share": float(flagged.mean()),
+                            "recall": float((flagged & bad).sum() / bad.sum()) if bad.any() else float("nan"),
+                            "precision": float((flagged & bad).sum() / flagged.sum()) if flagged.any() else float("nan")})
+    summary = pd.DataFrame(summary)
     with atomic_path(csv_path) as tmp:
-        pd.DataFrame([summary]).to_csv(tmp, index=False)
+        summary.to_csv(tmp, index=False)
+    calibration_figure(png_path, rows["reliability"].to_numpy(), rows["error"].to_numpy(), threshold,
+                       float(np.quantile(rows["error"], bad_quantile)),
+                       labels=(rows["dataset"] + " " + rows["level_name"].astype(str)).to_numpy(),
+                       error_name=error_metric if sign > 0 else f"-{error_metric}")
     lines = [f"# {task}: reliability self-assessment", "",
-             f"Per-image {error_metric} against the reliability score (99th percentile of the K-sample std map) "
-             f"over {summary['n']} test images; bad = {error_metric} worse than its {bad_quantile:.0%} quantile "
-             f"({bad_error:.4f}).", "", "| quantity | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items()]
+             f"Per-image {error_metric} against two scores over the test images of each dataset: the workflow's "
+             f"(99th percentile of the K-sample std map divided by the prediction's std, dimensionless; flagged above "
+             f"`reliability_threshold` {threshold:g}) and the paper's (the 99th percentile alone in [0, 1] units, "
+             f"flagged above {PAPER_THRESHOLD:g}; the paper does not say which intensity scale, the official code's "
+             f"[-1, 1] scale doubles the score). Spearman: rank correlation of score and {error_metric} "
+             f"(higher = the score ranks the errors); bad = {error_metric} in the worst {1 - bad_quantile:.0%} of "
+             f"its dataset; recall = bad images flagged / bad images; precision = bad among the flagged.", "",
+             "| dataset | method | score | n | Spearman | score range | flagged | recall | precision |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['score']} (> {r['threshold']:g}) | {r['n']} | "
+                     f"{r['spearman']:.2f} | {r['score_min']:.3f}-{r['score_max']:.3f} | {r['flagged_share']:.0%} | "
+                     f"{_percent(r['recall'])} | {_percent(r['precision'])} |")
     write_text(md_path, "\n".join(lines) + "\n")
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}" if np.isfinite(value) else "—"
 
 
 def figure(task: str, predictions: dict[str, dict[str, str]], pairs: dict[str, str], figure_cfg: dict,
            out_path: str) -> None:
     """Input, each method and the ground truth for one test image of each dataset (one row per
     dataset: the phantom beside real EM), plus EMDiffuse's uncertainty."""
+    from .metrics.calibration import reliability_score
     from .plots.figures import restoration_figure
 
     i = figure_cfg["image"]
@@ -210,7 +241,7 @@ def figure(task: str, predictions: dict[str, dict[str, str]], pairs: dict[str, s
             raise ConfigError(f"figure.image: {i} but the {dataset} test set has {len(pair['inputs'])} images")
         factor = pair["targets"].shape[-1] // pair["inputs"].shape[-1]
         panels = [("input" if factor == 1 else f"input (x{factor} pixel size)", pair["inputs"][i])]
-        uncertainty = None
+        uncertainty = reliability = None
         for method, path in methods.items():
             if method == "input" and factor == 1:
                 continue  # the same image as the input panel
@@ -218,9 +249,9 @@ def figure(task: str, predictions: dict[str, dict[str, str]], pairs: dict[str, s
             panels.append(("bicubic" if method == "input" else method, pred["prediction"][i]))
             if "uncertainty" in pred and uncertainty is None:
                 uncertainty = pred["uncertainty"][i]
+                reliability = reliability_score(uncertainty, pred["prediction"][i])
         panels.append(("ground truth", pair["targets"][i]))
         level = str(pair["level_name"][pair["level"][i]])
-        reliability = float(np.percentile(uncertainty, 99)) if uncertainty is not None else None
         rows.append({"label": f"{dataset} ({level})", "panels": panels, "uncertainty": uncertainty,
                      "reliability": reliability})
     restoration_figure(out_path, rows, inset=tuple(figure_cfg["inset"]), suptitle=f"{task}: test image {i}")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS, compute
-from .metrics.calibration import PAPER_THRESHOLD, flag_unreliable, reliability_score
+from .metrics.calibration import DEFAULT_THRESHOLD, PAPER_THRESHOLD, flag_unreliable, paper_score, reliability_score
 
 ID_COLUMNS = ["task", "dataset", "method", "image", "level", "level_name"]
 
@@ -18,10 +18,11 @@ ID_COLUMNS = ["task", "dataset", "method", "image", "level", "level_name"]
 def evaluate_images(
     predictions: np.ndarray, targets: np.ndarray, level: np.ndarray, level_name: np.ndarray,
     metrics: list[str], *, task: str, dataset: str, method: str,
-    uncertainty: np.ndarray | None = None, threshold: float = PAPER_THRESHOLD,
+    uncertainty: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD,
 ) -> pd.DataFrame:
     """One row per test image with every requested metric; with an uncertainty map, also the
-    image's reliability score and whether it is flagged unreliable (score above ``threshold``)."""
+    image's reliability score (relative to its contrast), whether it is flagged unreliable (score
+    above ``threshold``), and the paper's score and flag (:mod:`emdiffuse.metrics.calibration`)."""
     if predictions.shape != targets.shape:
         raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} differ in shape")
     rows = []
@@ -30,8 +31,9 @@ def evaluate_images(
                "level": int(level[i]), "level_name": str(level_name[level[i]])}
         row.update(compute(metrics, pred, gt))
         if uncertainty is not None:
-            score = reliability_score(uncertainty[i])
-            row.update(reliability=score, unreliable=bool(flag_unreliable(score, threshold)))
+            score, paper = reliability_score(uncertainty[i], pred), paper_score(uncertainty[i])
+            row.update(reliability=score, unreliable=bool(flag_unreliable(score, threshold)),
+                       reliability_paper=paper, unreliable_paper=bool(flag_unreliable(paper, PAPER_THRESHOLD)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -70,6 +72,9 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
             if "reliability" in group and group["reliability"].notna().any():
                 rec.update(reliability_mean=group["reliability"].mean(),
                            unreliable_n=int(group["unreliable"].astype(bool).sum()))
+                if "reliability_paper" in group:
+                    rec.update(reliability_paper_mean=group["reliability_paper"].mean(),
+                               unreliable_paper_n=int(group["unreliable_paper"].astype(bool).sum()))
             records.append(rec)
     table = pd.DataFrame(records)
     order = {m: i for i, m in enumerate(methods)}
@@ -91,11 +96,13 @@ def _cell(r: pd.Series, m: str, best: float) -> str:
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str],
-                threshold: float = PAPER_THRESHOLD, budget_note: str | None = None) -> str:
+                threshold: float = DEFAULT_THRESHOLD, budget_note: str | None = None) -> str:
     """A readable table: mean ± std [95% CI] per metric, best value per block in bold."""
     reliability = "reliability_mean" in table
     header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
+    paper = "reliability_paper_mean" in table
     header += ["reliability (flagged)"] if reliability else []
+    header += ["paper score (flagged)"] if paper else []
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, block in table.groupby(["dataset", "level"], sort=False):
         learned = block[block["method"] != "input"]
@@ -104,17 +111,28 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
             cells = [r["dataset"], r["level"], r["method"], str(int(r["n"]))]
             cells += [_cell(r, m, best[m]) for m in metrics]
             if reliability:
-                cells.append(f"{r['reliability_mean']:.3f} ({int(r['unreliable_n'])}/{int(r['n'])})"
-                             if np.isfinite(r.get("reliability_mean", np.nan)) else "—")
+                cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
+            if paper:
+                cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels;",
               "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
     if reliability:
-        lines += [f"Reliability: 99th percentile of the K-sample std map in [0, 1] units, mean over images; "
-                  f"(flagged): images above the threshold {threshold:g}."]
+        lines += [f"Reliability: 99th percentile of the K-sample std map divided by the prediction's std (its "
+                  f"contrast), dimensionless, mean over images; (flagged): images above the threshold {threshold:g}."]
+    if paper:
+        lines += [f"Paper score: the 99th percentile alone, in [0, 1] intensity units (the official code's [-1, 1] "
+                  f"scale doubles it); (flagged): above the paper's {PAPER_THRESHOLD:g}, whose scale is unpublished."]
     lines += ["", "Budgets:", ""] + ([budget_note, ""] if budget_note else [])
     lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
     return "\n".join(lines) + "\n"
+
+
+def _flag_cell(r: pd.Series, score: str, flagged: str) -> str:
+    """Mean score and (flagged / n), or a dash for a method without samples."""
+    if not np.isfinite(r.get(score, np.nan)):
+        return "—"
+    return f"{r[score]:.3f} ({int(r[flagged])}/{int(r['n'])})"
 
 
 def describe_budget(method: str, params: dict, trained: dict[str, dict] | None = None) -> str:

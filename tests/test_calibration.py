@@ -4,21 +4,36 @@ import numpy as np
 import pytest
 
 from emdiffuse.metrics.calibration import (
-    PAPER_THRESHOLD, calibration_table, flag_unreliable, reliability_score,
+    PAPER_THRESHOLD, calibration_table, flag_unreliable, paper_score, reliability_score,
 )
 from emdiffuse.plots.calibration import calibration_figure
 
 
-def test_reliability_score_is_99th_percentile():
+def test_paper_score_is_99th_percentile():
     uncertainty = np.linspace(0.0, 1.0, 10000).reshape(100, 100)
-    assert reliability_score(uncertainty) == pytest.approx(0.99)
-    assert reliability_score(np.zeros((8, 8))) == 0.0
+    assert paper_score(uncertainty) == pytest.approx(0.99)
+    assert paper_score(np.zeros((8, 8))) == 0.0
     with pytest.raises(ValueError, match="finite"):
-        reliability_score(np.full((4, 4), np.nan))
+        paper_score(np.full((4, 4), np.nan))
+
+
+def test_reliability_score_is_relative_to_the_prediction_contrast():
+    """The same sample spread on a flatter prediction is less reliable; any intensity scaling of
+    samples and prediction alike (e.g. [0, 1] -> [-1, 1]) leaves the score unchanged."""
+    rng = np.random.default_rng(0)
+    uncertainty, prediction = rng.uniform(0, 0.1, (64, 64)), rng.normal(0.5, 0.2, (64, 64))
+    score = reliability_score(uncertainty, prediction)
+    assert score == pytest.approx(paper_score(uncertainty) / prediction.std())
+    assert reliability_score(uncertainty, 0.5 + (prediction - 0.5) / 2) == pytest.approx(2 * score)
+    assert reliability_score(2 * uncertainty, 2 * prediction - 1) == pytest.approx(score)
+    assert reliability_score(uncertainty, np.full((64, 64), 0.3)) == np.inf
+    with pytest.raises(ValueError, match="shape"):
+        reliability_score(uncertainty, prediction[:32])
 
 
 def test_flag_is_strictly_above_threshold():
-    np.testing.assert_array_equal(flag_unreliable([0.05, PAPER_THRESHOLD, 0.2]), [False, False, True])
+    np.testing.assert_array_equal(flag_unreliable([0.05, PAPER_THRESHOLD, 0.2], PAPER_THRESHOLD),
+                                  [False, False, True])
 
 
 def synthetic(correlated: bool, n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

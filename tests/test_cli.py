@@ -10,6 +10,7 @@ import torch
 
 from emdiffuse.cli import main
 from emdiffuse.io import read_tiff, read_zarr, write_tiff, write_zarr
+from emdiffuse.metrics.calibration import DEFAULT_THRESHOLD
 from emdiffuse.models.registry import build_method
 
 PARAMS = {
@@ -41,8 +42,8 @@ def test_predict_tiff_stack_writes_prediction_uncertainty_and_report(model_path,
     unc, _ = read_tiff(tmp_path / "out_uncertainty.tif")
     assert unc.shape == stack.shape and (unc >= 0).all()
     report = json.loads((tmp_path / "out_reliability.json").read_text())
-    assert len(report["reliability"]) == 2 and report["threshold"] == 0.12
-    assert report["reliability"][0] == pytest.approx(np.percentile(unc[0], 99), rel=1e-5)
+    assert len(report["reliability"]) == 2 and report["threshold"] == DEFAULT_THRESHOLD
+    assert report["reliability"][0] == pytest.approx(np.percentile(unc[0], 99) / pred[0].std(), rel=1e-4)
 
 
 def test_predict_zarr_image(model_path, tmp_path):

@@ -1,11 +1,13 @@
-"""Workflow steps that combine several files: evaluation of every method, the task figure."""
+"""Workflow steps that combine several files: evaluation of every method, the reliability
+calibration, the task figure."""
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.image import imread
 
 from emdiffuse.io import save_npz
-from emdiffuse.steps import evaluate, figure
+from emdiffuse.steps import calibration, evaluate, figure
 
 
 def _pairs(path, size, n=2, seed=0):
@@ -51,3 +53,29 @@ def test_figure_has_one_row_per_dataset(tmp_path):
     one, two = imread(tmp_path / "one.png"), imread(tmp_path / "two.png")
     assert one.shape[1] == two.shape[1]
     assert two.shape[0] > 1.7 * one.shape[0]
+
+
+def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
+    """A score that ranks the errors of one dataset gets Spearman 1 there, whatever the other
+    dataset does; the paper's score is reported beside it with its own threshold."""
+    rows = []
+    for dataset, reliability in (("phantom", np.linspace(0.2, 0.8, 10)), ("real", np.linspace(0.8, 0.2, 10))):
+        rows.append(pd.DataFrame({"task": "denoise", "dataset": dataset, "method": "emdiffuse", "image": range(10),
+                                  "level": 0, "level_name": "1us", "LPIPS": np.linspace(0.1, 0.3, 10),
+                                  "reliability": reliability, "unreliable": reliability > 0.5,
+                                  "reliability_paper": np.full(10, 0.13), "unreliable_paper": True}))
+    paths = []
+    for i, frame in enumerate(rows):
+        paths.append(str(tmp_path / f"{i}.csv"))
+        frame.to_csv(paths[-1], index=False)
+    out = tmp_path / "cal"
+    calibration("denoise", paths, 0.5, f"{out}.csv", f"{out}.md", f"{out}.png")
+    table = pd.read_csv(f"{out}.csv").set_index(["dataset", "score"])
+    assert table.loc[("phantom", "score / contrast"), "spearman"] == pytest.approx(1.0)
+    assert table.loc[("real", "score / contrast"), "spearman"] == pytest.approx(-1.0)
+    assert table.loc[("phantom", "score / contrast"), "recall"] == 1.0  # the worst 2 of 10 score above 0.5
+    assert table.loc[("real", "paper score"), "flagged_share"] == 1.0  # 0.13 > 0.12 everywhere
+    assert np.isnan(table.loc[("real", "paper score"), "spearman"])  # a constant score ranks nothing
+    assert set(table.index.get_level_values("dataset")) == {"phantom", "real", "all"}
+    assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 |" in (tmp_path / "cal.md").read_text()
+    assert imread(f"{out}.png").shape[0] > 100

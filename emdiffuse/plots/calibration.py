@@ -29,7 +29,7 @@ def calibration_figure(
         ax.scatter(scores[sel], errors[sel], s=12, alpha=0.7, label=group or None)
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.axhline(bad_error, color="tab:red", ls=":", lw=1, label=f"bad: {error_name} > {bad_error:.3g}")
-    ax.set_xlabel("reliability score (99th pct of sample std, [0, 1] units)")
+    ax.set_xlabel("reliability score (99th pct of sample std / prediction std)")
     ax.set_ylabel(f"per-image {error_name}")
     ax.set_title(f"threshold {threshold:g} flags {table['flagged_share']:.0%}, catches "
                  f"{table['recall']:.0%} of bad (precision {table['precision']:.0%}); "

@@ -52,7 +52,7 @@ def restoration_figure(path: str, rows: list[dict], *, inset: tuple[int, int, in
                            vmax=max(float(np.percentile(uncertainty, 99.5)), 1e-6))
             title = "uncertainty (std of K samples)"
             if row.get("reliability") is not None:
-                title += f"\n99th pct = {row['reliability']:.3f}"
+                title += f"\nreliability score {row['reliability']:.2f}"
             ax.set_title(title, fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     if suptitle:
