@@ -126,7 +126,7 @@ def sampling_rows(method, subset: dict, settings: list[dict], *, samples: int, s
         prediction = run(setting)
         seconds = time.perf_counter() - start
         rows = evaluate_images(prediction, targets, subset["level"], subset["level_name"], metrics,
-                               task=task, dataset=dataset, method="emdiffuse")
+                               task=task, dataset=dataset, method=method.name)
         frames.append(rows.assign(image=subset["index"], **setting, samples=int(samples), seconds=seconds,
                                   megapixels=targets.size / 1e6, s_per_mpix=seconds / (targets.size / 1e6)))
     return pd.concat(frames, ignore_index=True)
@@ -189,7 +189,7 @@ def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], 
 
     ref_name = f"{reference['sampler']}, {reference['steps']} steps ({reference['precision']}, init {reference['init']})"
     tol = ", ".join(f"{m} {t:g}" for m, t in tolerance.items())
-    lines = [f"# Quality versus sampling steps: EMDiffuse, {about['task']} / {about['dataset']}", "",
+    lines = [f"# Quality versus sampling steps: {about.get('method', 'emdiffuse')}, {about['task']} / {about['dataset']}", "",
              f"Model `{about['model']}`; {about['images']} test images (indices {about['index']}), centre crop "
              f"{about['crop']} px, K = {about['samples']} sample(s) per image, seed {about['seed']} (the same initial "
              f"noise for every setting). Reference: **{ref_name}**" + (
@@ -376,8 +376,10 @@ def check_studies(config: dict) -> None:
         if study["dataset"] not in task["datasets"]:
             raise ConfigError(f"{key}.dataset: '{study['dataset']}' is not among tasks.{study['task']}.datasets "
                               f"{task['datasets']}")
-        if "emdiffuse" not in task["methods"] or "emdiffuse" not in config.get("methods", {}):
-            raise ConfigError(f"{key}: tasks.{study['task']}.methods must include emdiffuse (the study uses its settings)")
+        method = study.get("method", "emdiffuse")
+        if method not in task["methods"] or method not in config.get("methods", {}):
+            raise ConfigError(f"{key}: tasks.{study['task']}.methods must include {method} (the study uses its model "
+                              f"and settings)")
     ablation = config.get("loss_ablation")
     if ablation is not None and "LPIPS" not in ablation.get("metrics", ["LPIPS"]):
         raise ConfigError("loss_ablation.metrics: must include LPIPS (the self-assessment ranks images by it)")

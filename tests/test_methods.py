@@ -24,6 +24,7 @@ TINY = {
     "pssr": {"model": {"width_mult": 1 / 16}, "train": {"iterations": 10, "batch_size": 4, "patch": 32},
              "predict": {"tile": 32, "overlap": 8}},
 }
+TINY["emdiffuse_v"] = TINY["emdiffuse"]
 
 
 def toy_pairs(n=8, size=32, scale=1):
@@ -60,7 +61,7 @@ def test_fit_save_load_predict(fitted, name):
     assert a["prediction"].shape == inputs.shape and a["prediction"].dtype == np.float32
     assert 0 <= a["prediction"].min() and a["prediction"].max() <= 1
     np.testing.assert_array_equal(a["prediction"], b["prediction"])  # same seed, same output
-    assert set(a) == ({"prediction", "uncertainty"} if name == "emdiffuse" else {"prediction"})
+    assert set(a) == ({"prediction", "uncertainty"} if name.startswith("emdiffuse") else {"prediction"})
 
 
 def test_emdiffuse_uncertainty_and_seeds(fitted):
@@ -144,7 +145,7 @@ def test_load_errors(fitted, tmp_path):
         ("emdiffuse", {**TINY["emdiffuse"], "sample": {"precision": "fp16"}}, "emdiffuse.sample.precision"),
         ("emdiffuse", {**TINY["emdiffuse"], "sample": {"init": "zeros"}}, "emdiffuse.sample.init"),
         ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
-        ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'input', 'pssr', 'rcan'\]"),
+        ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'emdiffuse_v', 'input', 'pssr', 'rcan'\]"),
     ],
 )
 def test_params_validation(name, params, message):
@@ -176,3 +177,25 @@ def test_emdiffuse_condition_init_starts_from_the_degraded_input(fitted, monkeyp
     monkeypatch.setitem(method.params["sample"], "init", "noise")
     method.sample_tiles(tiles, torch.Generator().manual_seed(0))
     assert seen[-1][1] is None
+
+
+def test_emdiffuse_v_is_the_labelled_variant(fitted):
+    """v-prediction, a head that keeps the mean, the log-SNR embedding and augmentation, recorded in
+    the model file; the faithful emdiffuse keeps the official settings."""
+    variant, faithful = fitted["emdiffuse_v"][0], fitted["emdiffuse"][0]
+    assert variant.params["diffusion"]["prediction"] == "v" and faithful.params["diffusion"]["prediction"] == "eps"
+    assert variant.params["model"] == {"preset": "tiny", "out_norm_groups": 4, "noise_embedding": "log_snr"}
+    assert variant.diffusion.net.out[0].num_groups == 4 and faithful.diffusion.net.out[0].num_groups == 8
+    assert variant.params["train"]["intensity_augment"] > 0 == faithful.params["train"]["intensity_augment"]
+
+
+def test_intensity_augmentation_transforms_condition_and_target_alike():
+    from emdiffuse.models.methods import intensity_augmented
+
+    torch.manual_seed(0)
+    target = torch.rand(8, 1, 16, 16) * 0.5 + 0.25
+    cond, out = intensity_augmented(target.clone(), target.clone(), 0.2)
+    torch.testing.assert_close(cond, out)  # the same transform for both
+    assert not torch.allclose(out, target) and 0 <= out.min() and out.max() <= 1
+    ratio = (out - out.mean((2, 3), keepdim=True)).std((2, 3)) / (target - target.mean((2, 3), keepdim=True)).std((2, 3))
+    assert ((ratio > 0.79) & (ratio < 1.21)).all()  # contrast within [1 - 0.2, 1 + 0.2]

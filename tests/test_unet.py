@@ -152,3 +152,21 @@ def test_upsample_conv_equals_conv_of_the_upsampled_image(layout, bias):
         out = upsample_conv(conv, h)
     assert out.shape == (2, 5, 14, 18) and out.is_contiguous(memory_format=layout)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_head_groups_and_log_snr_embedding_options():
+    """Off by default (official); the variant's head keeps channels together and its embedding
+    separates noise levels near alpha_bar 1 that the official gamma sinusoid barely tells apart."""
+    torch.manual_seed(0)
+    kw = dict(PRESETS["tiny"], init="kaiming")
+    official, variant = DiffusionUNet(**kw), DiffusionUNet(**kw, out_norm_groups=2, noise_embedding="log_snr")
+    assert official.out[0].num_groups == 8 and variant.out[0].num_groups == 2
+    x = torch.randn(1, 2, 16, 16)
+    near_one = torch.tensor([0.999]), torch.tensor([0.99999])
+    with torch.no_grad():
+        d_official = (official(x, near_one[0]) - official(x, near_one[1])).abs().mean()
+        variant.load_state_dict(official.state_dict(), strict=False)
+        d_variant = (variant(x, near_one[0]) - variant(x, near_one[1])).abs().mean()
+    assert d_variant > 10 * d_official
+    with pytest.raises(ValueError, match="noise_embedding"):
+        DiffusionUNet(**kw, noise_embedding="sigma")

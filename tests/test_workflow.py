@@ -198,7 +198,7 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert f"trained on phantom_neuropil: {emdiffuse_its} iterations in" in md
     assert "reliability (flagged)" in md
     calibration = (tmp_path / "results" / "tables" / "denoise_calibration.md").read_text()
-    assert "recall" in calibration and "spearman" in calibration
+    assert "recall" in calibration and "Spearman" in calibration and "paper score" in calibration
     superres = pd.read_csv(tmp_path / "results" / "tables" / "superres.csv")
     assert list(superres[superres["level"] == "all"]["method"]) == test_config["tasks"]["superres"]["methods"]
     assert_baselines_upsample_inside(tmp_path, test_config, superres)

@@ -62,8 +62,11 @@ from tqdm import tqdm
 SAMPLERS = ("ancestral", "ddim", "dpmpp2m")
 SPACINGS = ("quadratic", "uniform")
 PRECISIONS = ("fp32", "bf16", "auto")
+PREDICTIONS = ("eps", "v")
 INITS = ("noise", "condition")
 LOSSES = ("mse", "l1", "aleatoric")
+# What the net predicts: the noise (official) or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans &
+# Ho 2022), whose clean-image estimate stays accurate at high noise where eps's is divided by ~0.
 # The first official commit's difficulty map: s averaged at t = T_train / k (k = 2 ... 32).
 DIFFICULTY_DIVISORS = (2, 4, 8, 16, 32)
 SCHEDULE_KEYS = ("kind", "start", "end", "steps")
@@ -148,14 +151,17 @@ def _channels_last(module: nn.Module, enabled: bool) -> Iterator[None]:
 
 
 class ConditionalDiffusion(nn.Module):
-    """Wraps an epsilon-prediction net ``net(cat([cond, y_t], 1), gamma)`` with training loss and samplers."""
+    """Wraps a noise- (or v-) prediction net ``net(cat([cond, y_t], 1), gamma)`` with training loss
+    and samplers; every sampler sees the net through (x0, eps) estimates, whatever it predicts."""
 
     def __init__(self, net: nn.Module, train_schedule: dict, test_schedule: dict, loss: str = "mse",
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, prediction: str = "eps"):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.net, self.loss_name = net, loss
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.net, self.loss_name, self.prediction = net, loss, prediction
         self.train_schedule, self.test_schedule = dict(train_schedule), dict(test_schedule)
         self.train_alpha_bar = alpha_bars(self.train_schedule)
         self.test_alpha_bar = alpha_bars(self.test_schedule)
@@ -184,6 +190,9 @@ class ConditionalDiffusion(nn.Module):
         gamma = (table[t - 1] + (table[t] - table[t - 1]) * u).to(target.device)
         noise = _randn(target.shape, target, generator)
         out = self.net(torch.cat([cond, _noised(target, gamma, noise)], dim=1), gamma).float()
+        if self.prediction == "v":
+            g = gamma.view(-1, *[1] * (target.dim() - 1))
+            noise = g.sqrt() * noise - (1 - g).sqrt() * target  # the v target
         if self.loss_name == "aleatoric":
             eps_hat, log_scale = out.chunk(2, dim=1)
             return aleatoric_loss(eps_hat, noise, log_scale)
@@ -229,14 +238,14 @@ class ConditionalDiffusion(nn.Module):
             abar_start = self.start_alpha_bar(sampler, steps, spacing)
             x = math.sqrt(abar_start) * x0_init.float() + math.sqrt(1 - abar_start) * x
         with self._network(precision, cond.device) as net:
-            eps_fn = self._eps_fn(net, cond.float())
+            pred_fn = self._predictor(net, cond.float())
             if sampler == "ancestral":
-                return self._ancestral(eps_fn, x, steps, generator, clip_x0, progress)
+                return self._ancestral(pred_fn, x, steps, generator, clip_x0, progress)
             abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
             abar_next = np.append(abar[1:], 1.0)
             if sampler == "ddim":
-                return self._ddim(eps_fn, x, abar, abar_next, generator, clip_x0, progress, eta)
-            return self._dpmpp2m(eps_fn, x, abar, abar_next, clip_x0, progress)
+                return self._ddim(pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta)
+            return self._dpmpp2m(pred_fn, x, abar, abar_next, clip_x0, progress)
 
     @torch.no_grad()
     def difficulty(self, cond: torch.Tensor, x0: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -299,27 +308,31 @@ class ConditionalDiffusion(nn.Module):
         # rounding merges steps where the grid is denser than 1; keep them distinct
         return np.maximum(t, np.arange(steps - 1, -1, -1))
 
-    def _eps_fn(self, net, cond: torch.Tensor):
-        """eps_hat(x, abar): the noise channels of the net's output (not the log-scale ones)."""
+    def _predictor(self, net, cond: torch.Tensor):
+        """pred(x, abar) -> (x0_hat, eps_hat) from the net's prediction channels (not the log-scale
+        ones): eps-prediction derives x0 (dividing by sqrt(abar)), v-prediction derives both stably."""
         channels = self.out_channels
 
-        def eps(x: torch.Tensor, abar: float) -> torch.Tensor:
+        def pred(x: torch.Tensor, abar: float) -> tuple[torch.Tensor, torch.Tensor]:
             gamma = torch.full((x.shape[0],), abar, dtype=torch.float32, device=x.device)
-            return net(torch.cat([cond, x], dim=1), gamma)[:, :channels]
+            out = net(torch.cat([cond, x], dim=1), gamma)[:, :channels]
+            if self.prediction == "v":
+                a, s = math.sqrt(abar), math.sqrt(1 - abar)
+                return a * x - s * out, a * out + s * x
+            return math.sqrt(1 / abar) * x - math.sqrt(1 / abar - 1) * out, out
 
-        return eps
+        return pred
 
     @staticmethod
-    def _x0_and_eps(eps_fn, x, abar: float, clip_x0: bool):
+    def _x0_and_eps(pred_fn, x, abar: float, clip_x0: bool):
         """Predicted clean image and noise; when x0 is clipped, eps is made consistent with it."""
-        eps = eps_fn(x, abar)
-        x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        x0, eps = pred_fn(x, abar)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
             eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
         return x0, eps
 
-    def _ancestral(self, eps_fn, x, steps, generator, clip_x0, progress):
+    def _ancestral(self, pred_fn, x, steps, generator, clip_x0, progress):
         betas = self._ancestral_betas(steps)
         abar = np.cumprod(1 - betas)
         abar_prev = np.append(1.0, abar[:-1])
@@ -327,9 +340,7 @@ class ConditionalDiffusion(nn.Module):
         coef_xt = (1 - abar_prev) * np.sqrt(1 - betas) / (1 - abar)
         std = np.sqrt(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20))  # posterior, log-clipped
         for i in tqdm(range(len(betas) - 1, -1, -1), disable=not progress, desc="ancestral"):
-            eps = eps_fn(x, abar[i])
-            # official form: sqrt(1/abar) x - sqrt(1/abar - 1) eps
-            x0 = math.sqrt(1 / abar[i]) * x - math.sqrt(1 / abar[i] - 1) * eps
+            x0, _ = pred_fn(x, abar[i])  # eps-prediction: the official sqrt(1/abar) x - sqrt(1/abar - 1) eps
             if clip_x0:
                 x0 = x0.clamp(-1, 1)
             x = coef_x0[i] * x0 + coef_xt[i] * x
@@ -337,19 +348,19 @@ class ConditionalDiffusion(nn.Module):
                 x = x + std[i] * _randn(x.shape, x, generator)
         return x
 
-    def _ddim(self, eps_fn, x, abar, abar_next, generator, clip_x0, progress, eta):
+    def _ddim(self, pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta):
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="ddim"):
-            x0, eps = self._x0_and_eps(eps_fn, x, a, clip_x0)
+            x0, eps = self._x0_and_eps(pred_fn, x, a, clip_x0)
             sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
             x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
             if sigma > 0:
                 x = x + sigma * _randn(x.shape, x, generator)
         return x
 
-    def _dpmpp2m(self, eps_fn, x, abar, abar_next, clip_x0, progress):
+    def _dpmpp2m(self, pred_fn, x, abar, abar_next, clip_x0, progress):
         x0_prev, h_prev = None, None
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="dpmpp2m"):
-            x0, _ = self._x0_and_eps(eps_fn, x, a, clip_x0)
+            x0, _ = self._x0_and_eps(pred_fn, x, a, clip_x0)
             if a_next < 1.0:  # the last step ends at sigma = 0, where the solution is x0 itself
                 h = _log_snr(a_next) - _log_snr(a)
                 d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))

@@ -7,13 +7,14 @@ from pathlib import Path
 import torch
 
 from emdiffuse.models.baselines import PSSRMethod, RCANMethod
-from emdiffuse.models.methods import (CAREMethod, EMDiffuseMethod, InputMethod, Method, read_checkpoint,
-                                      registry_entry)
+from emdiffuse.models.methods import (CAREMethod, EMDiffuseMethod, EMDiffuseVMethod, InputMethod, Method,
+                                      read_checkpoint, registry_entry)
 
 METHODS: dict[str, type[Method]] = {
     "input": InputMethod,
     "care": CAREMethod,
     "emdiffuse": EMDiffuseMethod,
+    "emdiffuse_v": EMDiffuseVMethod,
     "rcan": RCANMethod,
     "pssr": PSSRMethod,
 }

@@ -40,6 +40,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
+NOISE_EMBEDDINGS = ("gamma", "log_snr")
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -232,6 +235,13 @@ class DiffusionUNet(nn.Module):
     """Predicts the noise in ``x = cat([condition, noisy_target])`` at continuous noise level gamma.
 
     ``init="zero"`` (default) keeps guided-diffusion's zero-initialised residual/output layers.
+
+    Two options, off by default (official), for the non-official ``emdiffuse_v`` variant:
+    ``out_norm_groups`` sets the output head's GroupNorm groups (official: one channel per group,
+    i.e. instance norm, which removes every feature map's mean, so the output barely follows a
+    uniform shift of the input and long or deterministic chains let the image mean drift);
+    ``noise_embedding="log_snr"`` embeds log(gamma / (1 - gamma)) instead of gamma itself, whose
+    sinusoid (frequencies <= 1) hardly tells noise levels apart near either end.
     ``init="kaiming"`` reproduces what official EMDiffuse training actually does
     (``BaseNetwork.init_weights``): kaiming_normal(fan_in) on every conv/linear weight and zero
     biases, which also overwrites the zero-initialised layers.
@@ -240,8 +250,12 @@ class DiffusionUNet(nn.Module):
     def __init__(self, in_channel: int = 2, out_channel: int = 1, inner_channel: int = 32,
                  channel_mults: tuple[int, ...] = (1, 2, 4, 8), res_blocks: int = 2,
                  attn_res: tuple[int, ...] = (16,), dropout: float = 0.2, num_head_channels: int = 32,
-                 image_size: int = 256, norm_groups: int = 32, init: str = "zero"):
+                 image_size: int = 256, norm_groups: int = 32, init: str = "zero",
+                 out_norm_groups: int | None = None, noise_embedding: str = "gamma"):
         super().__init__()
+        if noise_embedding not in NOISE_EMBEDDINGS:
+            raise ValueError(f"DiffusionUNet: noise_embedding must be one of {NOISE_EMBEDDINGS}, got {noise_embedding!r}")
+        self.noise_embedding = noise_embedding
         self.in_channel, self.out_channel = in_channel, out_channel
         self.inner_channel, self.image_size = inner_channel, image_size
         self.channel_mults, self.attn_res = tuple(channel_mults), tuple(attn_res)
@@ -285,7 +299,7 @@ class DiffusionUNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch, norm_groups), nn.SiLU(),
+        self.out = nn.Sequential(normalization(ch, out_norm_groups or norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, out_channel, 3, padding=1)))
         if init == "kaiming":
             self._kaiming_init()
@@ -317,7 +331,8 @@ class DiffusionUNet(nn.Module):
             raise ValueError(f"DiffusionUNet: gamma has {gamma.numel()} values for a batch of {x.shape[0]}")
         if bool((gamma == gamma[0]).all()):  # one noise level for the batch (sampling): one embedding row,
             gamma = gamma[:1]                 # broadcast, which lets each block fold FiLM into its norm
-        emb = self.cond_embed(gamma_embedding(gamma, self.inner_channel))
+        level = gamma if self.noise_embedding == "gamma" else torch.logit(gamma.float(), eps=1e-7)
+        emb = self.cond_embed(gamma_embedding(level, self.inner_channel))
         skips = []
         h = x
         for block in self.input_blocks:

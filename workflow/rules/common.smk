@@ -39,7 +39,7 @@ def task_outputs(task):
         f"results/tables/{task}.md",
         f"results/figures/{task}.png",
     ]
-    if "emdiffuse" in config["tasks"][task]["methods"]:
+    if {"emdiffuse", "emdiffuse_v"} & set(config["tasks"][task]["methods"]):
         outputs += [
             f"results/tables/{task}_calibration.md",
             f"results/figures/{task}_calibration.png",
@@ -140,7 +140,7 @@ def method_params(wildcards):
 def train_priority(wildcards):
     """EMDiffuse trains longest (a diffusion model): its jobs start first, side by side, so the
     greedy scheduler fills the remaining cores with the short jobs instead of ending on a long one."""
-    return 20 if wildcards.method == "emdiffuse" else 10
+    return 20 if wildcards.method in ("emdiffuse", "emdiffuse_v") else 10
 
 
 def job_seed(wildcards):

@@ -27,7 +27,7 @@ rule study_subset:
 
 rule sampling_run:
     input:
-        model="results/models/{task}/{dataset}/emdiffuse/model.pt",
+        model=sampling_model,
         subset=sampling_subset,
     output:
         rows="results/sampling/{task}/{dataset}/{sampler}.csv",

@@ -68,6 +68,10 @@ def sampling_params(wildcards):
     return {key: SAMPLING[key] for key in ("steps", "samples", "metrics")}
 
 
+def sampling_model(wildcards):
+    return f"results/models/{wildcards.task}/{wildcards.dataset}/{SAMPLING['method']}/model.pt"
+
+
 def sampling_runs(wildcards):
     return expand(
         "results/sampling/{task}/{dataset}/{sampler}.csv",
@@ -82,7 +86,8 @@ def sampling_about(wildcards):
     return {
         "task": task,
         "dataset": dataset,
-        "model": f"results/models/{task}/{dataset}/emdiffuse/model.pt",
+        "method": SAMPLING["method"],
+        "model": f"results/models/{task}/{dataset}/{SAMPLING['method']}/model.pt",
         "crop": SAMPLING["crop"],
         "seed": derived_seed(config["seed"], task, dataset, "sampling_study"),
     }
