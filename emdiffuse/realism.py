@@ -133,3 +133,24 @@ def statistics(data: np.ndarray, reference: np.ndarray | None = None) -> dict[st
     for z in Z_FACTORS:
         out[f"cubic_psnr_x{z}"] = cubic_psnr(data, z) if volume and data.shape[0] >= 4 * z else float("nan")
     return out
+
+
+def normalized(image: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)) -> np.ndarray:
+    """Percentile normalisation to [0, 1], as the workflow prepares real volumes."""
+    image = np.asarray(image, dtype=np.float32)
+    low, high = np.percentile(image, percentiles)
+    return np.clip((image - low) / max(float(high - low), 1e-6), 0, 1)
+
+
+def realism_rows(volumes: dict[str, tuple[np.ndarray, str]], images: dict[str, np.ndarray],
+                 reference: str) -> list[dict]:
+    """One row of :func:`statistics` per volume (name -> (volume, kind)) and per 2D reference image
+    (percentile-normalised first), histogram distances measured to the volume ``reference``."""
+    if reference not in volumes:
+        raise ValueError(f"realism reference {reference!r} is not among the volumes {sorted(volumes)}")
+    ref = volumes[reference][0]
+    rows = [{"data": name, "kind": kind, "shape": "x".join(map(str, v.shape)), **statistics(v, ref)}
+            for name, (v, kind) in volumes.items()]
+    rows += [{"data": name, "kind": "real EM image (2D)", "shape": "x".join(map(str, im.shape)),
+              **statistics(normalized(im), ref)} for name, im in images.items()]
+    return rows

@@ -4,6 +4,7 @@ from snakemake.utils import validate
 
 from emdiffuse.budget import apply_budget
 from emdiffuse.config import check_references, derived_seed
+from emdiffuse.isotropic import is_anisotropic_voxel
 from emdiffuse.tables import describe_budget
 
 
@@ -53,6 +54,7 @@ def final_outputs():
     outputs += transfer_outputs()
     if any(d["kind"] == "phantom" for d in config["datasets"].values()):
         outputs.append("results/figures/phantom.png")
+    outputs += realism_outputs()
     return outputs + study_outputs()  # sampling study, loss ablation (studies_common.smk)
 
 
@@ -122,6 +124,25 @@ def task_metrics(wildcards):
 
 def task_methods(wildcards):
     return config["tasks"][wildcards.task]["methods"]
+
+
+# the realism table compares every isotropic volume (the phantoms and the real volumes beside them)
+REALISM_DATASETS = [
+    name for name, entry in config["datasets"].items()
+    if "voxel_nm" not in entry or not is_anisotropic_voxel(entry["voxel_nm"])
+]
+
+
+def realism_outputs():
+    """The realism table and figure, when there is a phantom and a real volume to compare."""
+    kinds = {config["datasets"][name]["kind"] for name in REALISM_DATASETS}
+    if "phantom" not in kinds or kinds == {"phantom"}:
+        return []
+    return ["results/tables/realism.csv", "results/tables/realism.md", "results/figures/realism.png"]
+
+
+def realism_volumes(wildcards):
+    return [f"data/prepared/{name}/volume.tif" for name in REALISM_DATASETS]
 
 
 def phantom_volumes(wildcards):

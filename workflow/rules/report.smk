@@ -104,6 +104,32 @@ rule phantom_figure:
         "../scripts/phantom_figure.py"
 
 
+# How EM-like each dataset is: the phantoms beside the real volume and images (emdiffuse/realism.py).
+rule realism:
+    input:
+        volumes=realism_volumes,
+        reference=REFERENCE_EM,
+    output:
+        csv="results/tables/realism.csv",
+        md="results/tables/realism.md",
+        png=report("results/figures/realism.png", category="Figures", labels={"figure": "realism"}),
+    params:
+        datasets=REALISM_DATASETS,
+        kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
+    log:
+        "logs/realism.log",
+    benchmark:
+        "benchmarks/realism/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/realism.py"
+
+
 rule timings:
     input:
         final_outputs(),
