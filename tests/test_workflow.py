@@ -202,7 +202,10 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     superres = pd.read_csv(tmp_path / "results" / "tables" / "superres.csv")
     assert list(superres[superres["level"] == "all"]["method"]) == test_config["tasks"]["superres"]["methods"]
     assert_baselines_upsample_inside(tmp_path, test_config, superres)
-    for figure in ["denoise.png", "superres.png", "phantom.png", "denoise_calibration.png"]:
+    realism = pd.read_csv(tmp_path / "results" / "tables" / "realism.csv").set_index("data")
+    assert set(test_config["datasets"]) < set(realism.index) and (realism["kind"] == "real EM image (2D)").sum() == 4
+    assert realism.loc["fibsem_medulla", "hist_w1"] == 0 and realism.loc["phantom_vem", "cubic_psnr_x4"] < 35
+    for figure in ["denoise.png", "superres.png", "phantom.png", "denoise_calibration.png", "realism.png"]:
         assert (tmp_path / "results" / "figures" / figure).stat().st_size > 10_000
     assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
     study = test_config["sampling_study"]
