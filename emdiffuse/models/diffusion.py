@@ -67,8 +67,11 @@ INITS = ("noise", "condition")
 LOSSES = ("mse", "l1", "aleatoric")
 # What the net predicts: the noise (official) or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans &
 # Ho 2022), whose clean-image estimate stays accurate at high noise where eps's is divided by ~0.
-# The first official commit's difficulty map: s averaged at t = T_train / k (k = 2 ... 32).
+# The first official commit's difficulty map: s averaged at t = T_train / k (k = 2 ... 32), here at
+# those of the levels its scale head trained on (alpha_bar >= DIFFICULTY_MIN_ALPHA_BAR).
 DIFFICULTY_DIVISORS = (2, 4, 8, 16, 32)
+DIFFICULTY_MIN_ALPHA_BAR = 0.08
+LOG_SCALE_LIMIT = 5.0  # |s| <= 5: exp(-2s) within e^+-10
 SCHEDULE_KEYS = ("kind", "start", "end", "steps")
 
 
@@ -92,15 +95,24 @@ def alpha_bars(schedule: dict) -> np.ndarray:
                                        int(schedule["steps"])))
 
 
-def aleatoric_loss(eps_hat: torch.Tensor, eps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Heteroscedastic (Kendall & Gal 2017) noise loss with per-pixel log-scale s (phi = exp(s)).
+def aleatoric_loss(eps_hat: torch.Tensor, eps: torch.Tensor, s: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """The difficulty-aware loss: plain noise MSE for the denoiser, plus the heteroscedastic (Kendall
+    & Gal 2017) term 0.5 [exp(-2s) e^2 + 2s] for the per-pixel log-scale s (phi = exp(s)).
 
-    mean(0.5 * [exp(-2s) (eps_hat - eps)^2 + 2s]): the first official commit's
-    ``mse_var_loss(eps_hat, eps, s, weight=2)`` (Luchixiang/EMDiffuse, models/loss.py), i.e. the
-    paper's ||eps - eps_hat||^2 / phi^2 + log phi^2, halved. At s = 0 it is 0.5 * MSE; per pixel it
-    is minimised at exp(2s) = E[(eps_hat - eps)^2], so exp(s) estimates the local error scale.
+    The term is the first official commit's ``mse_var_loss(eps_hat, eps, s, weight=2)``
+    (Luchixiang/EMDiffuse, models/loss.py), the paper's ||eps - eps_hat||^2 / phi^2 + log phi^2
+    halved; per pixel it is minimised at exp(2s) = E[e^2], so exp(s) estimates the local error
+    scale. As that commit trained the scale head (on a frozen denoiser), s learns from the DETACHED
+    error e and only at noise levels alpha_bar >= ``DIFFICULTY_MIN_ALPHA_BAR``: letting exp(-2s)
+    weight the denoiser's own error reweighted it ~450x toward high noise and diverged. Computed in
+    float32 with s clamped to +-``LOG_SCALE_LIMIT`` (under bf16 autocast it spiked).
     """
-    return 0.5 * (torch.exp(-2 * s) * (eps_hat - eps) ** 2 + 2 * s).mean()
+    eps_hat, eps = eps_hat.float(), eps.float()
+    s = s.float().clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
+    error = (eps_hat - eps) ** 2
+    head = 0.5 * (torch.exp(-2 * s) * error.detach() + 2 * s)
+    trained = (gamma.float() >= DIFFICULTY_MIN_ALPHA_BAR).view(-1, *[1] * (s.dim() - 1)).expand_as(head)
+    return error.mean() + (head * trained).sum() / trained.sum().clamp(min=1)
 
 
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -195,7 +207,7 @@ class ConditionalDiffusion(nn.Module):
             noise = g.sqrt() * noise - (1 - g).sqrt() * target  # the v target
         if self.loss_name == "aleatoric":
             eps_hat, log_scale = out.chunk(2, dim=1)
-            return aleatoric_loss(eps_hat, noise, log_scale)
+            return aleatoric_loss(eps_hat, noise, log_scale, gamma)
         return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(out, noise)
 
     @contextlib.contextmanager
@@ -250,7 +262,8 @@ class ConditionalDiffusion(nn.Module):
     @torch.no_grad()
     def difficulty(self, cond: torch.Tensor, x0: torch.Tensor, *, generator: torch.Generator | None = None,
                    precision: str = "fp32") -> torch.Tensor:
-        """The difficulty map: predicted log-scale s averaged over t = T_train / k, k in DIFFICULTY_DIVISORS.
+        """The difficulty map: predicted log-scale s averaged over t = T_train / k, k in DIFFICULTY_DIVISORS,
+        at the levels the scale head trained on (alpha_bar >= DIFFICULTY_MIN_ALPHA_BAR).
 
         As in the first official commit, but our s head shares the denoiser and sees y_t, so y_t is
         ``x0`` (e.g. the samples) noised to each level with seeded noise. Same shape as ``x0``.
@@ -258,10 +271,10 @@ class ConditionalDiffusion(nn.Module):
         if self.loss_name != "aleatoric":
             raise ValueError("difficulty needs a model trained with loss='aleatoric'")
         maps = []
+        levels = [float(self.train_alpha_bar[len(self.train_alpha_bar) // k]) for k in DIFFICULTY_DIVISORS]
         with self._network(precision, cond.device) as net:
-            for k in DIFFICULTY_DIVISORS:
-                gamma = torch.full((x0.shape[0],), float(self.train_alpha_bar[len(self.train_alpha_bar) // k]),
-                                   device=x0.device)
+            for level in [a for a in levels if a >= DIFFICULTY_MIN_ALPHA_BAR] or levels[-1:]:
+                gamma = torch.full((x0.shape[0],), level, device=x0.device)
                 y = _noised(x0.float(), gamma, _randn(x0.shape, x0, generator))
                 maps.append(net(torch.cat([cond.float(), y], dim=1), gamma)[:, self.out_channels:])
         return torch.stack(maps).mean(0)
