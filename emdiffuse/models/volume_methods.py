@@ -250,7 +250,8 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         kwargs = unet_kwargs(self.params["model"], f"{self.name}.model")
         d = self.params["diffusion"]
         net = IndexedUNet(**kwargs)
-        self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"]).to(self.device)
+        self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"],
+                                              prediction=d["prediction"]).to(self.device)
         self.ema: torch.nn.Module | None = None
         self.multiple = 2 ** (len(kwargs["channel_mults"]) - 1)
 
