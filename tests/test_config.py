@@ -36,6 +36,9 @@ def test_shipped_configs_are_valid(repo, name):
         (lambda c: c["tasks"]["denoise"]["pairs"].update(dwell_us=[]), ["dwell_us"]),
         (lambda c: c.update(seed=-1), ["seed"]),
         (lambda c: c["split"].update(test_fraction=1.5), ["test_fraction"]),
+        # a repeated method or dataset would be scored twice and narrow the confidence intervals
+        (lambda c: c["tasks"]["denoise"].update(methods=["input", "care", "care"]), ["non-unique", "methods"]),
+        (lambda c: c["tasks"]["superres"]["datasets"].append("phantom_neuropil"), ["non-unique", "datasets"]),
     ],
 )
 def test_schema_names_the_bad_key(default_config, mutate, words):
