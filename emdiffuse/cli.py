@@ -37,11 +37,24 @@ def sibling(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}_{tag}{path.suffix}")
 
 
+def check_outputs(input_path: Path, output: Path, *, overwrite: bool) -> None:
+    """Before any computation: never write over the input, and over an existing output only with
+    ``--overwrite`` (the prediction, its uncertainty map and its report)."""
+    targets = [output, sibling(output, "uncertainty"), sibling(output, "reliability").with_suffix(".json")]
+    if any(Path(input_path).resolve() == t.resolve() for t in targets):
+        raise ValueError(f"--output {output}: the prediction or one of its companion files would replace the input "
+                         f"{input_path}; choose another output path")
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"--output {output}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from .device import pick_device, seed_everything, set_threads
     from .metrics.calibration import flag_unreliable, reliability_score
     from .models.registry import load_method
 
+    check_outputs(args.input, Path(args.output), overwrite=args.overwrite)
     set_threads(args.threads)
     seed_everything(args.seed)
     image, voxel = read_image(args.input)
@@ -85,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                     help=f"reliability threshold on the score relative to the prediction's contrast (default "
                          f"{DEFAULT_THRESHOLD}; the paper's 0.12 applies to its own score, also reported)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

@@ -78,3 +78,18 @@ def test_bad_model_file_gives_a_clear_error(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "m.pt"), "--input", str(tmp_path / "in.tif"),
                  "--output", str(tmp_path / "o.tif")]) == 2
     assert "not a readable method checkpoint" in capsys.readouterr().err
+
+
+def test_predict_never_writes_over_its_input_and_asks_before_overwriting(model_path, tmp_path, capsys):
+    image = (np.random.default_rng(3).random((32, 32)) * 255).astype(np.uint8)
+    write_tiff(tmp_path / "a.tif", image)
+    before = (tmp_path / "a.tif").read_bytes()
+    args = ["predict", "--model", str(model_path), "--input", str(tmp_path / "a.tif"), "--steps", "2"]
+    assert main(args + ["--output", str(tmp_path / "a.tif")]) == 2
+    assert main(args + ["--output", str(tmp_path / "a.tif"), "--overwrite"]) == 2  # not even with --overwrite
+    assert "would replace the input" in capsys.readouterr().err
+    assert (tmp_path / "a.tif").read_bytes() == before
+    assert main(args + ["--output", str(tmp_path / "b.tif")]) == 0
+    assert main(args + ["--output", str(tmp_path / "b.tif")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(args + ["--output", str(tmp_path / "b.tif"), "--overwrite"]) == 0

@@ -45,6 +45,7 @@ TINY = {
                                                          "checkpoint_every": 2},
              "predict": {"tile": 32, "overlap": 8}},
 }
+TINY["emdiffuse_v"] = TINY["emdiffuse"]  # the variant fine-tunes like the faithful model
 LEARNED = [name for name, cls in METHODS.items() if cls.learned]
 
 
@@ -129,7 +130,7 @@ def toy(n, size, scale=1, seed=0, shift=0.0):
 
 
 def flat_weights(method) -> torch.Tensor:
-    net = method.diffusion if method.name == "emdiffuse" else method.net
+    net = method.diffusion if method.name.startswith("emdiffuse") else method.net
     return torch.cat([p.detach().flatten().clone() for p in net.parameters()])
 
 
