@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,7 @@ def train_loop(
     ``iterations`` is then a cap (None: none). Time lost between the last checkpoint and a kill
     is not counted. How many iterations fit depends on the machine: not reproducible.
     ``meta``: anything that must match for a checkpoint to be resumed (e.g. the method params);
-    a mismatch is an error rather than a silent resume of a different run.
+    a checkpoint of a different run is never resumed: it is kept aside and training starts afresh.
     ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
     ``amp``: mixed precision, see :func:`amp_dtype`; each history entry records the precision used.
     """
@@ -145,16 +146,12 @@ def train_loop(
 
     torch.manual_seed(seed)
     start, history = 0, []
-    if checkpoint_path.exists():
-        start, history = _resume(checkpoint_path, parts, sampler, meta, device)
+    checkpoint = _resumable(checkpoint_path, meta, iterations, seconds, log)
+    if checkpoint is not None:
+        start, history = _restore(checkpoint, parts, sampler, device)
         goal = f"/{iterations}" if iterations is not None else ""
         goal += f" (deadline {seconds:g} s, {history[-1]['seconds'] if history else 0.0:.1f} s done)" if seconds else ""
         log(f"{checkpoint_path}: resuming at iteration {start}{goal}")
-    if iterations is not None and start > iterations:
-        raise ValueError(f"{checkpoint_path}: checkpoint is at iteration {start}, beyond the requested {iterations}")
-    if seconds is not None and len(history) > 1 and history[-2]["seconds"] >= seconds:  # deadline passed before
-        raise ValueError(f"{checkpoint_path}: checkpoint has {history[-1]['seconds']:.1f} s of training, beyond "
-                         f"the requested {seconds:g} s; delete it to start afresh")
 
     model.train()
     t0, seconds0 = time.perf_counter(), history[-1]["seconds"] if history else 0.0
@@ -276,18 +273,36 @@ def _save(path: Path, iteration: int, parts: dict, sampler: PatchSampler, histor
         torch.save(checkpoint, tmp)
 
 
-def _resume(path: Path, parts: dict, sampler: PatchSampler, meta, device) -> tuple[int, list[dict]]:
+def _resumable(path: Path, meta, iterations: int | None, seconds: float | None, log) -> dict | None:
+    """The checkpoint at ``path`` if this run can continue it. One it cannot (unreadable, another
+    format, written for other settings, or trained past this run's iterations or deadline) is kept
+    aside as ``<name>.stale<suffix>`` and training starts afresh: changing a hyperparameter re-runs
+    training without a manual clean-up, and nothing is deleted."""
+    if not path.exists():
+        return None
+    why = None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable training checkpoint ({exc}); delete it to start afresh") from exc
-    if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a version-{CHECKPOINT_VERSION} training checkpoint; delete it to start afresh")
-    if checkpoint["meta"] != meta:
-        raise ValueError(
-            f"{path}: checkpoint was written for a different run ({checkpoint['meta']!r}, now {meta!r}); "
-            "delete it to start afresh"
-        )
+        checkpoint, why = None, f"not a readable training checkpoint ({exc})"
+    if why is None and (not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION):
+        why = f"not a version-{CHECKPOINT_VERSION} training checkpoint"
+    elif why is None and checkpoint["meta"] != meta:
+        why = f"written for a different run ({checkpoint['meta']!r}, now {meta!r})"
+    elif why is None and iterations is not None and checkpoint["iteration"] > iterations:
+        why = f"at iteration {checkpoint['iteration']}, beyond the requested {iterations}"
+    elif why is None and seconds is not None and len(checkpoint["history"]) > 1 \
+            and checkpoint["history"][-2]["seconds"] >= seconds:  # its deadline was passed before the last step
+        why = f"{checkpoint['history'][-1]['seconds']:.1f} s of training, beyond the requested {seconds:g} s"
+    if why is None:
+        return checkpoint
+    aside = path.with_name(f"{path.stem}.stale{path.suffix}")
+    os.replace(path, aside)
+    log(f"{path}: {why}; kept aside as {aside.name}, training afresh")
+    return None
+
+
+def _restore(checkpoint: dict, parts: dict, sampler: PatchSampler, device) -> tuple[int, list[dict]]:
     for key, part in parts.items():
         if part is not None:
             part.load_state_dict(checkpoint[key])

@@ -133,8 +133,10 @@ def test_resume_after_a_kill_and_a_longer_cycle_is_another_run(monkeypatch, tmp_
     pairs = toy_pairs(n=4, size=16, scale=2)
     assert_resume_matches_uninterrupted(monkeypatch, tmp_path, "pssr", TINY, pairs)
     longer = {**TINY, "train": {**TINY["train"], "iterations": 8}}
-    with pytest.raises(ValueError, match="different run"):
-        build_method("pssr", longer, device=CPU, seed=0).fit(*pairs, checkpoint_path=tmp_path / "a.pt", **QUIET)
+    messages = []
+    history = build_method("pssr", longer, device=CPU, seed=0).fit(*pairs, checkpoint_path=tmp_path / "a.pt",
+                                                                    progress=False, log=messages.append)
+    assert len(history) == 8 and "different run" in messages[0] and (tmp_path / "a.stale.pt").exists()
 
 
 def test_params_errors():

@@ -93,17 +93,25 @@ def test_resumed_run_ends_bit_for_bit_where_an_uninterrupted_run_ends(tmp_path, 
     assert [h["lr"] for h in resumed.history] == lrs
 
 
-def test_finished_run_is_not_retrained_and_foreign_checkpoints_are_refused(tmp_path):
+def test_finished_run_is_not_retrained_and_a_foreign_checkpoint_is_kept_aside(tmp_path):
+    """A checkpoint this run cannot continue (other settings, trained further, unreadable) is moved to
+    <name>.stale.pt with a log line, and training starts afresh: a changed hyperparameter re-runs."""
     first = run(tmp_path / "c.pt", iterations=3)
     again = run(tmp_path / "c.pt", iterations=3)
     assert again.history == first.history
-    with pytest.raises(ValueError, match="beyond the requested"):
-        run(tmp_path / "c.pt", iterations=2)
-    with pytest.raises(ValueError, match="different run"):
-        run(tmp_path / "c.pt", iterations=3, meta={"run": 2})
+    for kwargs, why in [({"iterations": 2}, "at iteration 3, beyond the requested 2"),
+                        ({"iterations": 2, "meta": {"run": 2}}, "written for a different run")]:
+        messages = []
+        fresh = run(tmp_path / "c.pt", log=messages.append, **kwargs)
+        assert [h["iteration"] for h in fresh.history] == list(range(1, kwargs["iterations"] + 1))
+        assert why in messages[0] and "kept aside as c.stale.pt, training afresh" in messages[0]
+        assert (tmp_path / "c.stale.pt").exists()
+    assert fresh.history[0]["loss"] == first.history[0]["loss"]  # afresh: the same start as any new run
     (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable training checkpoint"):
-        run(tmp_path / "d.pt")
+    messages = []
+    assert len(run(tmp_path / "d.pt", iterations=2, log=messages.append).history) == 2
+    assert "not a readable training checkpoint" in messages[0]
+    assert (tmp_path / "d.stale.pt").read_bytes() == b"not a checkpoint"
 
 
 def test_amp_modes():
@@ -117,5 +125,6 @@ def test_amp_modes():
 
 def test_a_checkpoint_resumes_only_in_its_own_precision(tmp_path):
     run(tmp_path / "e.pt", iterations=3, amp=True)
-    with pytest.raises(ValueError, match="different run"):
-        run(tmp_path / "e.pt", iterations=6, amp=False)
+    messages = []
+    assert run(tmp_path / "e.pt", iterations=6, amp=False, log=messages.append).history[0]["precision"] == "fp32"
+    assert "different run" in messages[0]

@@ -109,6 +109,38 @@ def test_dry_run_of_the_paper_config(repo, tmp_path):
         assert f"\n{rule} " in out[out.index("Job stats"):]
 
 
+def readme_line(repo, marker):
+    """The README's command line that contains ``marker``, as arguments after the snakemake executable."""
+    lines = [line for line in (repo / "README.md").read_text().splitlines() if marker in line]
+    assert lines, f"README.md has no command with {marker!r}"
+    args = lines[0].split("#")[0].split()
+    assert args[0].endswith("snakemake"), lines[0]
+    return args[1:]
+
+
+def planned_rules(out):
+    stats = out[out.index("Job stats"):out.index("total")]
+    return {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}
+
+
+def test_a_given_config_stands_alone_from_the_repository_root(repo, tmp_path, test_config):
+    """The README's line, run from the repository root as a user does: the user's config is not merged
+    into config/config.yaml (a config without the optional study blocks plans no study), and the paper
+    config validates there too (the default's pair keys used to fail it)."""
+    for block in ["transfer", "sampling_study", "loss_ablation"]:
+        del test_config[block]
+    mine = tmp_path / "my.yaml"
+    mine.write_text(yaml.safe_dump(test_config))
+    args = [a.replace("config/my.yaml", str(mine)) for a in readme_line(repo, "config/my.yaml")]
+    out = snakemake(repo, "-n", "-F", *args, cwd=repo).stdout
+    rules = planned_rules(out)
+    assert "train" in rules and not {r for r in rules if r.startswith(("transfer", "sampling", "loss_ablation"))}
+    assert "fibsem_medulla" not in out or "fibsem_medulla" in test_config["datasets"]
+    default_rules = planned_rules(snakemake(repo, "-n", "-F", "--cores", "1", "all", cwd=repo).stdout)
+    assert {"transfer_table", "sampling_table", "loss_ablation_table"} <= default_rules
+    snakemake(repo, "-n", "--cores", "1", "fetch", "--configfile", "config/paper.yaml", cwd=repo)
+
+
 def test_table_target_builds_only_that_table(repo, tmp_path):
     proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                      f"--configfile={repo / 'config' / 'config.yaml'}", "table_denoise")
