@@ -100,6 +100,17 @@ def test_sampling_restores_train_mode_and_rejects_unknown_sampler():
         model.sample(torch.zeros(1, 1, 8, 8), sampler="ddim", steps=1001)
 
 
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_noise_groups_share_every_draw_within_a_group(sampler):
+    model = _tiny_diffusion()
+    cond = (torch.rand(1, 1, 16, 16) * 2 - 1).expand(4, -1, -1, -1)
+    out = model.sample(cond, sampler=sampler, steps=4, eta=1.0, generator=_gen(1),
+                       noise_groups=torch.tensor([5, 5, 2, 2]))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[2], out[3]) and not torch.equal(out[0], out[2])
+    with pytest.raises(ValueError, match="noise_groups has shape"):
+        model.sample(cond, sampler=sampler, steps=4, noise_groups=torch.zeros(3, dtype=torch.long))
+
+
 def test_ddim_eta_adds_seeded_noise():
     model = _tiny_diffusion()
     cond = torch.rand(2, 1, 8, 8) * 2 - 1

@@ -155,6 +155,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(data, tmp_path
     ({**TINY, "model": {"preset": "tiny", "in_channel": 2}}, r"unknown key\(s\) \['in_channel'\]"),
     ({**TINY, "predict": {"sampler": "euler"}}, "vemdiffuse_i.predict.sampler"),
     ({**TINY, "predict": {"init": "zeros"}}, "vemdiffuse_i.predict.init"),
+    ({**TINY, "predict": {"z_noise": "per_gap"}}, "vemdiffuse_i.predict.z_noise"),
     ({**TINY, "train": {}}, "vemdiffuse_i.train.iterations: required key is missing"),
 ])
 def test_params_validation(params, message):
@@ -185,3 +186,32 @@ def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted
     seen.clear()
     m.predict(data[1], seed=0, progress=False)
     assert all(start is None for _, start in seen)
+
+
+def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, data, monkeypatch):
+    """z_noise "shared": within one sampler call (a gap's slices x K samples x tiles) the noise groups
+    are (tile, sample), the same for every slice; "independent" passes none. Seeded either way."""
+    method, path = fitted
+    m = load_volume_method(path, device=CPU)
+    m.params["predict"].update(z_noise="shared", chunk=100)
+    model, seen = m._sampling_model(), []
+    original = type(model).sample
+
+    def spy(self, cond, **kw):
+        seen.append((cond[:, 2, 0, 0].clone(), kw["noise_groups"]))
+        return original(self, cond, **kw)
+
+    monkeypatch.setattr(type(model), "sample", spy)
+    a = m.predict(data[1], seed=0, progress=False)
+    samples = m.params["predict"]["samples"]
+    for index, groups in seen:
+        n = len(torch.unique(index))
+        per_tile = groups.reshape(-1, n, samples)
+        assert (per_tile == per_tile[:, :1]).all()  # every slice of a (tile, sample) shares its draw
+        assert len(torch.unique(groups)) == per_tile.shape[0] * samples
+    np.testing.assert_array_equal(a["prediction"], m.predict(data[1], seed=0, progress=False)["prediction"])
+    m.params["predict"]["z_noise"] = "independent"
+    seen.clear()
+    b = m.predict(data[1], seed=0, progress=False)
+    assert all(groups is None for _, groups in seen)
+    assert not np.array_equal(a["prediction"], b["prediction"])

@@ -115,9 +115,16 @@ def aleatoric_loss(eps_hat: torch.Tensor, eps: torch.Tensor, s: torch.Tensor, ga
     return error.mean() + (head * trained).sum() / trained.sum().clamp(min=1)
 
 
-def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _randn(shape, like: torch.Tensor, generator: torch.Generator | None,
+           groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard normal noise of ``shape``; with ``groups`` (one integer per batch item), one draw per
+    group, shared by its items."""
     device = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=device).to(like.device)
+    if groups is None:
+        return torch.randn(shape, generator=generator, device=device).to(like.device)
+    unique, index = torch.unique(groups.cpu(), return_inverse=True)
+    draws = torch.randn((len(unique), *shape[1:]), generator=generator, device=device)
+    return draws[index.to(device)].to(like.device)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -229,12 +236,15 @@ class ConditionalDiffusion(nn.Module):
     def sample(self, cond: torch.Tensor, *, sampler: str = "ddim", steps: int | None = None,
                generator: torch.Generator | None = None, clip_x0: bool = True, progress: bool = False,
                eta: float = 0.0, spacing: str = "quadratic", precision: str = "fp32",
-               x0_init: torch.Tensor | None = None) -> torch.Tensor:
+               x0_init: torch.Tensor | None = None, noise_groups: torch.Tensor | None = None) -> torch.Tensor:
         """Draw one sample per batch item (pass K copies of a condition for K samples), in [-1, 1].
 
         ``eta`` only affects ddim; ``spacing`` only ddim and dpmpp2m (see the module docstring).
         ``x0_init``: start from that estimate of the clean image noised to the chain's first level,
         sqrt(abar_T) x0_init + sqrt(1 - abar_T) z, instead of from pure noise z (see INITS).
+        ``noise_groups``: one integer per batch item; items of a group get the same noise at every
+        draw (initial and per step), so chains with related conditions stay alike where the
+        conditions agree (vEMDiffuse: the slices of one gap).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -243,7 +253,9 @@ class ConditionalDiffusion(nn.Module):
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be >= 1 (or None for the full test schedule), got {steps}")
         channels = self.out_channels or cond.shape[1]
-        x = _randn((cond.shape[0], channels, *cond.shape[2:]), cond, generator)
+        if noise_groups is not None and noise_groups.shape != (cond.shape[0],):
+            raise ValueError(f"noise_groups has shape {tuple(noise_groups.shape)}, expected ({cond.shape[0]},)")
+        x = _randn((cond.shape[0], channels, *cond.shape[2:]), cond, generator, noise_groups)
         if x0_init is not None:
             if x0_init.shape != x.shape:
                 raise ValueError(f"x0_init has shape {tuple(x0_init.shape)}, the samples {tuple(x.shape)}")
@@ -252,11 +264,11 @@ class ConditionalDiffusion(nn.Module):
         with self._network(precision, cond.device) as net:
             pred_fn = self._predictor(net, cond.float())
             if sampler == "ancestral":
-                return self._ancestral(pred_fn, x, steps, generator, clip_x0, progress)
+                return self._ancestral(pred_fn, x, steps, generator, clip_x0, progress, noise_groups)
             abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
             abar_next = np.append(abar[1:], 1.0)
             if sampler == "ddim":
-                return self._ddim(pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta)
+                return self._ddim(pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta, noise_groups)
             return self._dpmpp2m(pred_fn, x, abar, abar_next, clip_x0, progress)
 
     @torch.no_grad()
@@ -345,7 +357,7 @@ class ConditionalDiffusion(nn.Module):
             eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
         return x0, eps
 
-    def _ancestral(self, pred_fn, x, steps, generator, clip_x0, progress):
+    def _ancestral(self, pred_fn, x, steps, generator, clip_x0, progress, groups):
         betas = self._ancestral_betas(steps)
         abar = np.cumprod(1 - betas)
         abar_prev = np.append(1.0, abar[:-1])
@@ -358,16 +370,16 @@ class ConditionalDiffusion(nn.Module):
                 x0 = x0.clamp(-1, 1)
             x = coef_x0[i] * x0 + coef_xt[i] * x
             if i > 0:
-                x = x + std[i] * _randn(x.shape, x, generator)
+                x = x + std[i] * _randn(x.shape, x, generator, groups)
         return x
 
-    def _ddim(self, pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta):
+    def _ddim(self, pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta, groups):
         for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="ddim"):
             x0, eps = self._x0_and_eps(pred_fn, x, a, clip_x0)
             sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
             x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
             if sigma > 0:
-                x = x + sigma * _randn(x.shape, x, generator)
+                x = x + sigma * _randn(x.shape, x, generator, groups)
         return x
 
     def _dpmpp2m(self, pred_fn, x, abar, abar_next, clip_x0, progress):

@@ -86,6 +86,9 @@ def pair_sample(z_factor: int, blur_p: float, section_profile: str):
     return make
 
 
+Z_NOISE = ("independent", "shared")
+
+
 def condition(batch_cond: torch.Tensor) -> torch.Tensor:
     """Sections to [-1, 1]; the index plane stays in slice units."""
     return torch.cat([batch_cond[:, :2] * 2 - 1, batch_cond[:, 2:]], dim=1)
@@ -100,7 +103,7 @@ def pair_seed(seed: int, pair: int) -> int:
 def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, seed: int, sampler: str,
                    steps: int, samples: int, tile: int, overlap: int, batch: int, multiple: int,
                    device: torch.device, progress: bool = False, precision: str = "fp32",
-                   init: str = "noise") -> dict[str, np.ndarray]:
+                   init: str = "noise", z_noise: str = "independent") -> dict[str, np.ndarray]:
     """Mean and std of ``samples`` draws of every output slice between ``sections`` (Z, y, x) in [0, 1].
 
     Pair k's slices go through the sampler together (each with its index, ``samples`` copies,
@@ -110,7 +113,12 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
     network's (``ConditionalDiffusion.sample``; "bf16" autocast, the sampler state stays float32).
     ``init="condition"``: each chain starts from the linear interpolation of its two sections at the
     slice's offset (``diffusion.INITS``); "noise" from pure noise, as officially.
+    ``z_noise="shared"``: the slices of one gap (same tile, same sample k) share their noise, initial
+    and per step, so what the sampler invents continues from slice to slice instead of flickering
+    (streaks in XZ/YZ); "independent": fresh noise per slice, as officially (``Z_NOISE``).
     """
+    if z_noise not in Z_NOISE:
+        raise ValueError(f"z_noise must be one of {Z_NOISE}, got {z_noise!r}")
     owner, offsets = pair_offsets(len(sections), z_factor)
     group = owner + (offsets >= z_factor)
     means, stds = [], []
@@ -126,8 +134,12 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
             index = offs.to(device).repeat_interleave(samples).repeat(b)[:, None, None, None].expand(-1, 1, h, w)
             weight = (index / z_factor).clamp(0, 1)
             x0_init = pairs[:, :1] * (1 - weight) + pairs[:, 1:] * weight if init == "condition" else None
+            groups = None
+            if z_noise == "shared":  # batch order (tile, slice, sample): one draw per (tile, sample)
+                groups = (torch.arange(b)[:, None, None] * samples + torch.arange(samples)).expand(b, n, samples)
+                groups = groups.reshape(-1)
             x = model.sample(torch.cat([pairs, index], 1), sampler=sampler, steps=steps, generator=generator,
-                             precision=precision, x0_init=x0_init)
+                             precision=precision, x0_init=x0_init, noise_groups=groups)
             x = ((x.float() + 1) / 2).reshape(b, n, samples, h, w)
             spread = x.std(2) if samples > 1 else torch.zeros_like(x[:, :, 0])
             return torch.cat([x.mean(2), spread], 1)

@@ -235,18 +235,21 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
                   "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
                   "section_profile": "box"},
         "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                    "chunk": 16, "precision": "auto", "init": "noise"},
+                    "chunk": 16, "precision": "auto", "init": "noise", "z_noise": "independent"},
     }
 
     def _build(self):
         from emdiffuse.models.diffusion import INITS, SAMPLERS, ConditionalDiffusion
-        from emdiffuse.models.vemdiffuse import IndexedUNet, unet_kwargs
+        from emdiffuse.models.vemdiffuse import Z_NOISE, IndexedUNet, unet_kwargs
 
         if self.params["predict"]["sampler"] not in SAMPLERS:
             raise ValueError(f"{self.name}.predict.sampler: {self.params['predict']['sampler']!r} "
                              f"is not one of {SAMPLERS}")
         if self.params["predict"]["init"] not in INITS:
             raise ValueError(f"{self.name}.predict.init: {self.params['predict']['init']!r} is not one of {INITS}")
+        if self.params["predict"]["z_noise"] not in Z_NOISE:
+            raise ValueError(f"{self.name}.predict.z_noise: {self.params['predict']['z_noise']!r} "
+                             f"is not one of {Z_NOISE}")
         kwargs = unet_kwargs(self.params["model"], f"{self.name}.model")
         d = self.params["diffusion"]
         net = IndexedUNet(**kwargs)
@@ -285,7 +288,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],
                              batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress,
-                             precision=p["precision"], init=p["init"])
+                             precision=p["precision"], init=p["init"], z_noise=p["z_noise"])
         if p["samples"] == 1:
             del out["uncertainty"]
         return out
