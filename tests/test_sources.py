@@ -6,6 +6,7 @@ import gzip
 import io
 import itertools
 import json
+import re
 import struct
 import zipfile
 
@@ -96,6 +97,16 @@ def test_http_file_downloads_verifies_caches_and_reads(server, www, ca1, tmp_pat
     before = len(server.requests)
     read_http_file("ca1", entry, cache, seed=0)
     assert len(server.requests) == before  # cached and verified: no network
+
+
+@pytest.mark.parametrize("url, filename", [("/a/..%2F..%2F..%2F..%2Fescaped.tif", "../../../../escaped.tif"),
+                                           ("/a/folder/", ""), ("/a/..", ".."), ("/a/x%5C..%5Cy.tif", "x\\..\\y.tif")])
+def test_a_download_never_writes_outside_its_cache(server, www, ca1, tmp_path, url, filename):
+    entry, cache = _file_entry(server.url, www), tmp_path / "raw" / "ca1"
+    entry["url"] = server.url + url
+    with pytest.raises(ConfigError, match=f"dataset 'ca1': .* does not end in a plain file name \\({re.escape(repr(filename))}"):
+        fetch_http_file("ca1", entry, cache)
+    assert not list(tmp_path.rglob("escaped.tif")) and not server.requests
 
 
 def test_corrupted_download_raises_and_caches_nothing(server, www, ca1, tmp_path):

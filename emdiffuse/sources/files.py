@@ -16,7 +16,7 @@ import numpy as np
 from ..config import ConfigError
 from ..io import read_tiff
 from .common import crop_array, normalize, prepared, voxel_nm
-from .http import fetch_file, known_hash, url_filename
+from .http import cache_file, fetch_file, known_hash, url_filename
 from .register import register_pair
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ def fetch_http_file(name: str, entry: dict, cache_dir: Path) -> dict[str, Path]:
     files = {"volume": ("hash", entry)}
     files.update({label: (f"labels.{label}.hash", spec) for label, spec in entry.get("labels", {}).items()})
     return {
-        key: fetch_file(name, spec["url"], known_hash(name, hash_key, spec, entry), cache_dir / url_filename(spec["url"]))
+        key: fetch_file(name, spec["url"], known_hash(name, hash_key, spec, entry),
+                        cache_file(name, cache_dir, url_filename(spec["url"]), spec["url"]))
         for key, (hash_key, spec) in files.items()
     }
 
@@ -48,7 +49,8 @@ def zenodo_url(entry: dict) -> str:
 def fetch_zenodo(name: str, entry: dict, cache_dir: Path) -> Path:
     """Download the record's file (md5 from Zenodo, or sha256) and unzip it; return the extracted folder."""
     spec = {"url": zenodo_url(entry), "hash": entry.get("hash")}
-    archive = fetch_file(name, spec["url"], known_hash(name, "hash", spec, entry), Path(cache_dir) / entry["file"])
+    archive = fetch_file(name, spec["url"], known_hash(name, "hash", spec, entry),
+                         cache_file(name, cache_dir, entry["file"], f"datasets.{name}.file"))
     return _unzipped(archive)
 
 

@@ -120,7 +120,22 @@ class _ResumingDownloader:
 
 
 def url_filename(url: str) -> str:
-    return unquote(Path(urlparse(url).path).name)
+    """The file name a URL's path ends in, un-escaped (a name with a separator in it is refused by
+    :func:`cache_file`)."""
+    path = urlparse(url).path
+    return "" if path.endswith("/") else unquote(Path(path).name)
+
+
+def cache_file(name: str, cache_dir: Path, filename: str, source: str) -> Path:
+    """``cache_dir / filename``, refused unless it is a plain file name that stays inside the cache:
+    a URL such as ``.../..%2F..%2Fx.tif`` must never write outside ``data/raw/<dataset>``."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / filename
+    plain = filename not in ("", ".", "..") and "/" not in filename and "\\" not in filename
+    if not plain or path.resolve().parent != cache_dir.resolve():
+        raise ConfigError(f"dataset '{name}': {source} does not end in a plain file name ({filename!r}); "
+                          "give the URL of a file (not of a folder, no '..' or '/' in its last part)")
+    return path
 
 
 def known_hash(name: str, key: str, spec: dict, entry: dict) -> str | None:
