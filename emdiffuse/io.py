@@ -64,7 +64,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float
     import tifffile
 
     array = np.asarray(array)
-    kwargs: dict = {}
+    kwargs: dict = {"photometric": "minisblack"}  # never RGB, whatever the last axis's length
     if voxel_nm is not None:
         y_nm, x_nm = voxel_nm[-2], voxel_nm[-1]
         kwargs["resolution"] = (1.0 / x_nm, 1.0 / y_nm)
@@ -88,10 +88,28 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | 
     try:
         with tifffile.TiffFile(path) as tif:
             array = tif.asarray()
-            voxel = _tiff_voxel_nm(tif, array.ndim)
-    except tifffile.TiffFileError as exc:
+            # interleaved samples ("YXS"): RGB(A) pixels. A planar "SYX" stays z: tifffile writes
+            # 3- and 4-slice float stacks that way unless told minisblack.
+            interleaved = tif.series[0].axes.endswith("S")
+            voxel = _tiff_voxel_nm(tif, array.ndim - interleaved)
+    except (tifffile.TiffFileError, OSError, EOFError, ValueError) as exc:  # truncated: ValueError
         raise ValueError(f"{path}: not a readable TIFF ({exc})") from exc
-    return array, voxel
+    return (_grey(array, path) if interleaved else array), voxel
+
+
+def _grey(array: np.ndarray, path: Path) -> np.ndarray:
+    """A TIFF with samples per pixel (RGB, RGBA): read as grey when its colour channels are equal (EM
+    saved by an image viewer); a colour image is refused rather than read as a stack of 3-pixel-wide
+    images."""
+    import warnings
+
+    colour = array[..., :3]
+    if colour.shape[-1] == 1 or all(np.array_equal(colour[..., 0], colour[..., c]) for c in range(1, colour.shape[-1])):
+        warnings.warn(f"{path}: stored with {array.shape[-1]} samples per pixel (RGB/RGBA) whose colour channels "
+                      "are equal: read as a grey image", stacklevel=3)
+        return np.ascontiguousarray(colour[..., 0])
+    raise ValueError(f"{path}: a colour image ({array.shape[-1]} samples per pixel with different channels); "
+                     "EM is read as grey: save one channel (or a grey conversion) as a single-channel TIFF")
 
 
 def _tiff_voxel_nm(tif, ndim: int) -> tuple[float, ...] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import tifffile
 import pytest
 import torch
 
@@ -70,6 +71,36 @@ def test_bad_input_gives_a_clear_error(model_path, tmp_path, capsys, name, conte
     err = capsys.readouterr().err
     assert words in err and str(path) in err
     assert not (tmp_path / "o.tif").exists()
+
+
+def _truncated_tiff(path):
+    write_tiff(path, np.random.default_rng(0).random((4, 64, 64), dtype=np.float32))
+    path.write_bytes(path.read_bytes()[:40000])
+
+
+def _colour_tiff(path):
+    grey = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    tifffile.imwrite(path, np.stack([grey, grey[::-1], grey], -1), photometric="rgb")
+
+
+@pytest.mark.parametrize("make, words", [(_truncated_tiff, "not a readable TIFF (failed to read"),
+                                         (_colour_tiff, "a colour image (3 samples per pixel")])
+def test_truncated_and_colour_tiffs_are_refused_with_the_file_named(model_path, tmp_path, capsys, make, words):
+    path = tmp_path / "in.tif"
+    make(path)
+    assert main(["predict", "--model", str(model_path), "--input", str(path), "--output",
+                 str(tmp_path / "o.tif")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and str(path) in err and not (tmp_path / "o.tif").exists()
+
+
+def test_an_rgb_tiff_of_grey_em_is_restored_as_one_grey_image(model_path, tmp_path):
+    grey = np.random.default_rng(0).integers(0, 255, (32, 48), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([grey] * 3, -1), photometric="rgb")
+    with pytest.warns(UserWarning, match="colour channels are equal: read as a grey image"):
+        assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "rgb.tif"), "--output",
+                     str(tmp_path / "o.tif"), "--steps", "2", "--samples", "1"]) == 0
+    assert read_tiff(tmp_path / "o.tif")[0].shape == (32, 48)
 
 
 def test_bad_model_file_gives_a_clear_error(tmp_path, capsys):
