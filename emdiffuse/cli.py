@@ -29,7 +29,10 @@ def to_unit_range(image: np.ndarray, source: str) -> np.ndarray:
         raise ValueError(f"{source}: unsupported pixel type {image.dtype}; expected grey-level intensities")
     from .datasets import percentile_normalize
 
-    return percentile_normalize(image, 0.1, 99.9)
+    try:
+        return percentile_normalize(image, 0.1, 99.9)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc} (nothing was written)") from exc
 
 
 def sibling(path: Path, tag: str) -> Path:
@@ -49,12 +52,23 @@ def check_outputs(input_path: Path, output: Path, *, overwrite: bool) -> None:
         raise ValueError(f"--output {output}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
 
 
+def check_paths(input_path: Path, output: Path) -> None:
+    """A folder is an input or output only as a Zarr store: say so before any computation."""
+    for flag, path in (("--input", input_path), ("--output", output)):
+        if path.is_dir() and path.suffix != ".zarr":
+            raise ValueError(f"{flag} {path}: a folder, expected an image file (.tif/.tiff) or a .zarr store")
+    if not output.parent.is_dir():
+        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from .device import pick_device, seed_everything, set_threads
     from .metrics.calibration import flag_unreliable, reliability_score
     from .models.registry import load_method
 
+    check_paths(args.input, Path(args.output))
     check_outputs(args.input, Path(args.output), overwrite=args.overwrite)
+    device = pick_device(args.device)
     set_threads(args.threads)
     seed_everything(args.seed)
     image, voxel = read_image(args.input)
@@ -62,7 +76,7 @@ def predict_command(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.input}: expected a 2D image or a (z, y, x) stack, got shape {image.shape}")
     stack = to_unit_range(image, str(args.input))
     stack = stack[None] if stack.ndim == 2 else stack
-    method = load_method(args.model, device=pick_device(args.device))
+    method = load_method(args.model, device=device)
     if "sample" in method.params:
         for key in ("steps", "samples", "sampler"):
             if getattr(args, key) is not None:
@@ -85,6 +99,17 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse then names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emdiffuse", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,8 +117,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, type=Path, help="model.pt written by the workflow's train rule")
     pr.add_argument("--input", required=True, type=Path, help="2D image or (z, y, x) stack: .tif/.tiff/.zarr")
     pr.add_argument("--output", required=True, type=Path, help="where to write the prediction (.tif/.zarr)")
-    pr.add_argument("--steps", type=int, help="sampling steps (diffusion models)")
-    pr.add_argument("--samples", type=int, help="K samples averaged (diffusion models)")
+    pr.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
+    pr.add_argument("--samples", type=positive_int, help="K samples averaged (diffusion models)")
     pr.add_argument("--sampler", choices=["ancestral", "ddim", "dpmpp2m"], help="sampler (diffusion models)")
     pr.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                     help=f"reliability threshold on the score relative to the prediction's contrast (default "
@@ -101,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    pr.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     pr.set_defaults(func=predict_command)
     return p
 
@@ -110,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # OSError: missing files, a full disk, no permission
         print(f"emdiffuse {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

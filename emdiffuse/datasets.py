@@ -58,14 +58,19 @@ def _tiff(name: str, entry: dict, seed: int) -> Prepared:
     if volume.ndim != 3:
         raise ConfigError(f"datasets.{name}.path: {path} has shape {volume.shape}; expected a (z, y, x) stack")
     norm = entry.get("normalize", {})
-    return Prepared(
-        percentile_normalize(volume, norm.get("pmin", 0.1), norm.get("pmax", 99.9)),
-        tuple(float(v) for v in entry["voxel_nm"]),
-    )
+    try:
+        volume = percentile_normalize(volume, norm.get("pmin", 0.1), norm.get("pmax", 99.9))
+    except ValueError as exc:
+        raise ConfigError(f"datasets.{name}.path: {path}: {exc}") from exc
+    return Prepared(volume, tuple(float(v) for v in entry["voxel_nm"]))
 
 
 def percentile_normalize(volume: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
-    """Map the [pmin, pmax] percentiles to [0, 1] and clip (robust to a few hot or dead pixels)."""
+    """Map the [pmin, pmax] percentiles to [0, 1] and clip (robust to a few hot or dead pixels).
+    Non-finite values are refused: one NaN makes every percentile, and so the whole volume, NaN."""
+    bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+    if bad:
+        raise ValueError(f"{bad} of {np.size(volume)} values are not finite (NaN or inf); fill or crop them first")
     lo, hi = np.percentile(volume, [pmin, pmax])
     if hi <= lo:
         raise ValueError(f"volume is constant between percentiles {pmin} and {pmax} ({lo})")

@@ -13,7 +13,16 @@ import torch
 def pick_device(prefer: str = "auto") -> torch.device:
     """CUDA if present, then Apple MPS, else CPU; ``prefer`` forces one ("cpu", "cuda", "mps")."""
     if prefer != "auto":
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError as exc:
+            raise ValueError(f"device {prefer!r}: expected auto, cpu, cuda or mps ({exc})") from exc
+        available = {"cuda": torch.cuda.is_available,
+                     "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if device.type in available and not available[device.type]():
+            raise ValueError(f"device {prefer!r}: no {device.type.upper()} device is visible to this torch "
+                             f"({torch.__version__}); use 'auto' or 'cpu'")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

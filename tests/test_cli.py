@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import tifffile
 import pytest
+import tifffile
 import torch
 
 from emdiffuse.cli import main
@@ -124,3 +124,58 @@ def test_predict_never_writes_over_its_input_and_asks_before_overwriting(model_p
     assert main(args + ["--output", str(tmp_path / "b.tif")]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(args + ["--output", str(tmp_path / "b.tif"), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("flag, value, words", [("--samples", "0", "argument --samples: expected an integer >= 1, got 0"),
+                                               ("--threads", "-2", "argument --threads: expected an integer >= 1"),
+                                               ("--steps", "x", "argument --steps: expected an integer >= 1, got 'x'")])
+def test_bad_numbers_are_refused_by_flag(model_path, tmp_path, capsys, flag, value, words):
+    write_tiff(tmp_path / "in.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.tif"), "--output",
+              str(tmp_path / "o.tif"), flag, value])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def _nan_image(path):
+    image = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    image[3, 4] = np.nan
+    write_tiff(path, image)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("nan", "1 of 1024 values are not finite (NaN or inf)"),
+    ("constant", "volume is constant between percentiles"),
+    ("input folder", "--input {d}/folder: a folder, expected an image file"),
+    ("output folder", "--output {d}/folder: a folder, expected an image file"),
+    ("no output folder", "the folder {d}/nowhere does not exist"),
+    ("cuda", "device 'cuda': no CUDA device is visible"),
+    ("other preset", "its weights do not fit the network its settings describe"),
+])
+def test_bad_runs_stop_before_any_computation_with_the_cause_named(model_path, tmp_path, capsys, case, words):
+    image, out, model, extra = tmp_path / "in.tif", tmp_path / "o.tif", model_path, []
+    (tmp_path / "folder").mkdir()
+    write_tiff(image, np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8))
+    if case == "nan":
+        _nan_image(image)
+    elif case == "constant":
+        write_tiff(image, np.full((32, 32), 0.5, np.float32))
+    elif case == "input folder":
+        image = tmp_path / "folder"
+    elif case == "output folder":
+        out = tmp_path / "folder"
+    elif case == "no output folder":
+        out = tmp_path / "nowhere" / "o.tif"
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is visible")
+        extra = ["--device", "cuda"]
+    elif case == "other preset":
+        ckpt = torch.load(model_path, weights_only=True)
+        ckpt["params"]["model"] = {"preset": "cpu-small"}
+        model = tmp_path / "other.pt"
+        torch.save(ckpt, model)
+    assert main(["predict", "--model", str(model), "--input", str(image), "--output", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert words.format(d=tmp_path) in err and (case in ("cuda", "other preset") or str(image) in err or str(out) in err)
+    assert not (tmp_path / "o.tif").exists()

@@ -60,3 +60,18 @@ def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
     train = load_npz(tmp_path / "a_train.npz")
     assert set(train["z"]).isdisjoint(a["z"])
     assert set(load_npz(tmp_path / "l.npz")) >= {"mito", "er"}
+
+
+@pytest.mark.parametrize("value, words", [(np.nan, "1 of 4096 values are not finite (NaN or inf)"),
+                                          (None, "volume is constant")])
+def test_a_tiff_dataset_with_a_nan_or_no_contrast_stops_with_the_file_named(tmp_path, value, words):
+    from emdiffuse.config import ConfigError
+    from emdiffuse.io import write_tiff
+
+    volume = np.random.default_rng(0).random((4, 32, 32), dtype=np.float32) if value is not None \
+        else np.ones((4, 32, 32), np.float32)
+    if value is not None:
+        volume[2, 3, 4] = value
+    write_tiff(tmp_path / "stack.tif", volume)
+    with pytest.raises(ConfigError, match=f"datasets.mine.path: {tmp_path}/stack.tif: .*{words.split('(')[0]}"):
+        prepare("mine", {"kind": "tiff", "path": str(tmp_path / "stack.tif"), "voxel_nm": [8, 8, 8]}, seed=0)

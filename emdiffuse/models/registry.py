@@ -32,4 +32,8 @@ def build_method(name: str, params: dict, *, device: torch.device, seed: int) ->
 def load_method(path: str | Path, *, device: torch.device) -> Method:
     """Load any method file, dispatching on the ``method`` it records."""
     ckpt = read_checkpoint(path)
-    return _method_class(ckpt["method"], str(path)).from_checkpoint(ckpt, device=device)
+    try:
+        return _method_class(ckpt["method"], str(path)).from_checkpoint(ckpt, device=device)
+    except RuntimeError as exc:  # load_state_dict: weights of another network size or preset
+        raise ValueError(f"{path}: its weights do not fit the network its settings describe (an edited or "
+                         f"mixed-up file?): {str(exc).splitlines()[0]}") from exc

@@ -71,8 +71,12 @@ def prepared(name: str, entry: dict, volume: np.ndarray, labels: dict[str, np.nd
             raise ConfigError(
                 f"datasets.{name}.labels.{label}: shape {mask.shape} differs from the volume {volume.shape}"
             )
+    try:
+        volume = normalize(volume, entry.get("normalize", {}))
+    except ValueError as exc:
+        raise ConfigError(f"datasets.{name}: {exc}") from exc
     return Prepared(
-        normalize(volume, entry.get("normalize", {})),
+        volume,
         voxel_nm(entry),
         {label: (mask > 0).astype(np.uint8) for label, mask in labels.items()},
     )
