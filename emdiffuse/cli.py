@@ -52,6 +52,14 @@ def check_outputs(input_path: Path, output: Path, *, overwrite: bool) -> None:
         raise ValueError(f"--output {output}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
 
 
+def output_voxel(voxel: tuple[float, ...] | None, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    """The input's pixel size scaled to the output grid (super-resolution: x2 finer in y and x)."""
+    if voxel is None:
+        return None
+    lateral = tuple(v * i / o for v, i, o in zip(voxel[-2:], in_shape[-2:], out_shape[-2:]))
+    return (*voxel[:-2], *lateral)
+
+
 def check_paths(input_path: Path, output: Path) -> None:
     """A folder is an input or output only as a Zarr store: say so before any computation."""
     for flag, path in (("--input", input_path), ("--output", output)):
@@ -83,6 +91,7 @@ def predict_command(args: argparse.Namespace) -> int:
                 method.params["sample"][key] = getattr(args, key)
     out = method.predict(stack, seed=args.seed, progress=True)
     squeeze = (lambda a: a[0]) if image.ndim == 2 else (lambda a: a)
+    voxel = output_voxel(voxel, stack.shape, out["prediction"].shape)
     output = Path(args.output)
     write_image(output, squeeze(out["prediction"]), voxel)
     report = {"input": str(args.input), "model": str(args.model), "prediction": str(output)}

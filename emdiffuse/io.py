@@ -17,20 +17,45 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path`` (``.<name>.partial-*``); rename it onto ``path`` only on
+    success, with the permissions the umask gives a new file (mkstemp's are 0600). Partial files that
+    a killed writer of the same path left behind are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_partials(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+        prefix=_partial_prefix(path), suffix=suffix if suffix is not None else path.suffix, dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _partial_prefix(path: Path) -> str:
+    return f".{path.name}.partial-"
+
+
+def _remove_partials(path: Path) -> None:
+    import glob
+    import shutil
+
+    for stale in path.parent.glob(f"{glob.escape(_partial_prefix(path))}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -137,7 +162,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    _remove_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(path), dir=path.parent))
     try:
         yield tmp / "out"
         if path.exists():

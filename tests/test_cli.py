@@ -179,3 +179,18 @@ def test_bad_runs_stop_before_any_computation_with_the_cause_named(model_path, t
     err = capsys.readouterr().err
     assert words.format(d=tmp_path) in err and (case in ("cuda", "other preset") or str(image) in err or str(out) in err)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_super_resolution_output_carries_the_finer_pixel_size(tmp_path):
+    rng = np.random.default_rng(0)
+    targets = rng.random((4, 32, 32)).astype(np.float32)
+    inputs = targets.reshape(4, 16, 2, 16, 2).mean(axis=(2, 4))
+    method = build_method("care", {"model": {"n_first": 4}, "train": {"iterations": 2, "batch_size": 2, "patch": 16}},
+                          device=torch.device("cpu"), seed=0)
+    method.fit(inputs, targets, checkpoint_path=tmp_path / "ckpt.pt", progress=False)
+    method.save(tmp_path / "sr.pt")
+    write_tiff(tmp_path / "in.tif", (rng.random((20, 24)) * 255).astype(np.uint8), voxel_nm=(8.0, 8.0))
+    assert main(["predict", "--model", str(tmp_path / "sr.pt"), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "o.tif")]) == 0
+    pred, voxel = read_tiff(tmp_path / "o.tif")
+    assert pred.shape == (40, 48) and voxel == pytest.approx((4.0, 4.0))
