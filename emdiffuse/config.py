@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 
@@ -16,6 +17,7 @@ def check_references(config: dict) -> None:
     from .budget import check_budget
     from .isotropic import check_isotropic
 
+    check_finite(config)
     check_budget(config)
     datasets = config.get("datasets", {})
     methods = config.get("methods", {})
@@ -36,6 +38,18 @@ def check_references(config: dict) -> None:
             _check_real_pairs(task, entry, datasets)
     check_transfer_references(config)
     check_isotropic(config)
+
+
+def check_finite(value, key: str = "") -> None:
+    """No NaN or infinity anywhere (YAML's .nan and .inf pass every schema bound: NaN compares false)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value} is not a finite number")
 
 
 def _check_real_pairs(task: str, entry: dict, datasets: dict) -> None:

@@ -50,6 +50,20 @@ def test_schema_names_the_bad_key(default_config, mutate, words):
         assert word in str(err.value)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_and_inf_are_refused_with_their_key(default_config, value):
+    default_config["methods"]["care"]["train"]["lr"] = value
+    validate(default_config, SCHEMA)  # NaN and inf slip through every schema bound ...
+    with pytest.raises(ConfigError, match=rf"methods\.care\.train\.lr: {value} is not a finite number"):
+        check_references(default_config)  # ... so the Python checks refuse them
+
+
+def test_every_learned_method_takes_checkpoint_every(default_config):
+    for name in ["care", "emdiffuse", "rcan", "pssr", "srunet3d", "vemdiffuse_i"]:
+        default_config["methods"][name]["train"]["checkpoint_every"] = 50
+    validate(default_config, SCHEMA)
+
+
 def test_task_naming_an_undefined_dataset(default_config):
     default_config["tasks"]["denoise"]["datasets"].append("nowhere")
     with pytest.raises(ConfigError, match=r"tasks\.denoise\.datasets names 'nowhere'"):
