@@ -6,6 +6,8 @@ without Snakemake (and the ``emdiffuse`` command reuses them).
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,10 @@ def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, see
         raise ConfigError(f"tasks.{task}: no pair generator for this task (known: {sorted(PAIR_MAKERS)})")
     slices = split_slices(volume.shape[0], **split_cfg)
     test_z = spread(slices["test"], task_cfg["test_images"])
+    if len(test_z) < task_cfg["test_images"]:
+        warnings.warn(f"tasks.{task}.test_images: {task_cfg['test_images']} asked, but {volume_path} has only "
+                      f"{len(test_z)} test slices (test_fraction {split_cfg.get('test_fraction')}, slice_step "
+                      f"{split_cfg.get('slice_step')}): scoring {len(test_z)}", stacklevel=2)
     rng = np.random.default_rng(seed)
     save_npz(train_path, **make(volume, slices["train"], pairs_cfg, rng))
     save_npz(test_path, **make(volume, test_z, pairs_cfg, rng))

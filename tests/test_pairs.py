@@ -60,6 +60,9 @@ def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
     train = load_npz(tmp_path / "a_train.npz")
     assert set(train["z"]).isdisjoint(a["z"])
     assert set(load_npz(tmp_path / "l.npz")) >= {"mito", "er"}
+    with pytest.warns(UserWarning, match=r"tasks.denoise.test_images: 9 asked, but .* has only 2 test slices"):
+        make_pairs("denoise", {**task, "test_images": 9}, split, tmp_path / "v.tif", 7, tmp_path / "c_train.npz",
+                   tmp_path / "c_test.npz")
 
 
 @pytest.mark.parametrize("value, words", [(np.nan, "1 of 4096 values are not finite (NaN or inf)"),
