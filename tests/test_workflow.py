@@ -141,6 +141,13 @@ def test_a_given_config_stands_alone_from_the_repository_root(repo, tmp_path, te
     snakemake(repo, "-n", "--cores", "1", "fetch", "--configfile", "config/paper.yaml", cwd=repo)
 
 
+def test_fetch_says_what_it_did_not_that_the_benchmark_finished(repo, tmp_path):
+    proc = snakemake(repo, "--cores", "1", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",
+                     "fetch")
+    out = proc.stdout + proc.stderr
+    assert "every remote dataset of the config is in data/raw/" in out and "benchmark finished" not in out
+
+
 def test_table_target_builds_only_that_table(repo, tmp_path):
     proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                      f"--configfile={repo / 'config' / 'config.yaml'}", "table_denoise")
