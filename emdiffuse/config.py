@@ -10,6 +10,16 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key and what was expected."""
 
 
+OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer")
+
+
+def drop_null_blocks(config: dict) -> None:
+    """``sampling_study: null`` (etc.) means what leaving the block out means: skip that study."""
+    for block in OPTIONAL_BLOCKS:
+        if block in config and config[block] is None:
+            del config[block]
+
+
 def check_references(config: dict) -> None:
     """Every dataset and method a task names must be defined in the config; the ``budget`` block
     gives what its mode needs and nothing it would ignore; the isotropic task's own

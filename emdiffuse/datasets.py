@@ -41,28 +41,51 @@ def _phantom(name: str, entry: dict, seed: int) -> Prepared:
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def resolve_path(name: str, given: str) -> Path:
+def resolve_path(key: str, given: str) -> Path:
     """A dataset file: absolute, else relative to the working directory, else to the repository
     (so the data that ship in ``resources/`` are found when Snakemake runs with ``--directory``)."""
     path = Path(given)
     for candidate in ([path] if path.is_absolute() else [path, REPOSITORY / path]):
         if candidate.exists():
             return candidate
-    raise ConfigError(f"datasets.{name}.path: {given} does not exist (relative paths are looked up in the "
+    raise ConfigError(f"{key}: {given} does not exist (relative paths are looked up in the "
                       f"working directory {Path.cwd()}, then in the repository {REPOSITORY})")
 
 
 def _tiff(name: str, entry: dict, seed: int) -> Prepared:
-    path = resolve_path(name, entry["path"])
+    """A local (z, y, x) TIFF stack, percentile-normalised, with its label stacks (``labels``:
+    class -> TIFF of the same shape, > 0 inside)."""
+    path = resolve_path(f"datasets.{name}.path", entry["path"])
     volume, _ = read_tiff(path)
     if volume.ndim != 3:
         raise ConfigError(f"datasets.{name}.path: {path} has shape {volume.shape}; expected a (z, y, x) stack")
+    labels = {}
+    for label, given in entry.get("labels", {}).items():
+        mask, _ = read_tiff(resolve_path(f"datasets.{name}.labels.{label}", given))
+        if mask.shape != volume.shape:
+            raise ConfigError(f"datasets.{name}.labels.{label}: {given} has shape {mask.shape}, the volume "
+                              f"{volume.shape}")
+        labels[label] = (mask > 0).astype(np.uint8)
     norm = entry.get("normalize", {})
     try:
         volume = percentile_normalize(volume, norm.get("pmin", 0.1), norm.get("pmax", 99.9))
     except ValueError as exc:
         raise ConfigError(f"datasets.{name}.path: {path}: {exc}") from exc
-    return Prepared(volume, tuple(float(v) for v in entry["voxel_nm"]))
+    return Prepared(volume, tuple(float(v) for v in entry["voxel_nm"]), labels)
+
+
+def fill_voxel_sizes(config: dict) -> None:
+    """A ``tiff`` dataset without ``voxel_nm`` takes the one its file states (ImageJ resolution, spacing
+    and unit), so that the plan (isotropic or serial sections?) and every output know it."""
+    from .io import read_tiff_voxel
+
+    for name, entry in config.get("datasets", {}).items():
+        if entry.get("kind") == "tiff" and "voxel_nm" not in entry:
+            stated = read_tiff_voxel(resolve_path(f"datasets.{name}.path", entry["path"]))
+            if stated is None:
+                raise ConfigError(f"datasets.{name}.voxel_nm: not given, and {entry['path']} does not state its "
+                                  "voxel size (ImageJ resolution, spacing and unit): give [z, y, x] in nm")
+            entry["voxel_nm"] = [round(v, 6) for v in stated]
 
 
 def percentile_normalize(volume: np.ndarray, pmin: float, pmax: float) -> np.ndarray:

@@ -137,6 +137,24 @@ def _grey(array: np.ndarray, path: Path) -> np.ndarray:
                      "EM is read as grey: save one channel (or a grey conversion) as a single-channel TIFF")
 
 
+UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "micron": 1000.0, "um": 1000.0, "\u00b5m": 1000.0, "microns": 1000.0}
+
+
+def read_tiff_voxel(path: str | os.PathLike) -> tuple[float, float, float] | None:
+    """The (z, y, x) voxel size in nm that a TIFF stack states (ImageJ resolution, spacing and unit),
+    without reading its pixels; None unless it states all three in a known unit."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        ij = tif.imagej_metadata or {}
+        tag_x, tag_y = tif.pages[0].tags.get("XResolution"), tif.pages[0].tags.get("YResolution")
+        scale = UNIT_NM.get(str(ij.get("unit", "")).lower())
+        if scale is None or "spacing" not in ij or tag_x is None or tag_y is None or not tag_x.value[0] or not tag_y.value[0]:
+            return None
+        return (float(ij["spacing"]) * scale, tag_y.value[1] / tag_y.value[0] * scale,
+                tag_x.value[1] / tag_x.value[0] * scale)
+
+
 def _tiff_voxel_nm(tif, ndim: int) -> tuple[float, ...] | None:
     page = tif.pages[0]
     tag = page.tags.get("XResolution")

@@ -140,7 +140,7 @@ def check_isotropic(config: dict) -> None:
         entry, z = config["datasets"][name], z_factor_for(task_cfg, name)
         if not is_scored(entry):
             vz, vy, vx = (float(v) for v in entry["voxel_nm"])
-            if abs(vz / z - max(vy, vx)) > 0.25 * max(vy, vx):
+            if abs(vz / z - max(vy, vx)) > 0.15 * max(vy, vx):  # 30 nm sections x4: 7.5 nm slices from 10 nm pixels
                 raise ConfigError(
                     f"{where}.z_factor_by_dataset.{name}: {z} turns {vz:g} nm sections into {vz / z:g} nm slices, "
                     f"far from the {max(vy, vx):g} nm lateral pixel (datasets.{name}.voxel_nm); set the factor "

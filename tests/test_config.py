@@ -8,7 +8,7 @@ import pytest
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
-from emdiffuse.config import ConfigError, check_references, derived_seed
+from emdiffuse.config import ConfigError, check_references, derived_seed, drop_null_blocks
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -62,6 +62,15 @@ def test_every_learned_method_takes_checkpoint_every(default_config):
     for name in ["care", "emdiffuse", "rcan", "pssr", "srunet3d", "vemdiffuse_i"]:
         default_config["methods"][name]["train"]["checkpoint_every"] = 50
     validate(default_config, SCHEMA)
+
+
+def test_optional_blocks_may_be_null(default_config):
+    for block in ["sampling_study", "loss_ablation", "transfer"]:
+        default_config[block] = None
+    drop_null_blocks(default_config)
+    assert not {"sampling_study", "loss_ablation", "transfer"} & set(default_config)
+    validate(default_config, SCHEMA)
+    check_references(default_config)
 
 
 def test_task_naming_an_undefined_dataset(default_config):

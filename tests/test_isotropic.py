@@ -187,6 +187,11 @@ def test_config_helpers_and_checks():
     with pytest.raises(ConfigError, match="z_factor_by_dataset.m.*about 5"):
         check_references(bad)
     bad = copy.deepcopy(config)
+    bad["datasets"]["m"]["voxel_nm"] = [30, 10, 10]  # x5 before; x4: 7.5 nm slices from 10 nm pixels
+    bad["tasks"]["isotropic"]["z_factor_by_dataset"] = {"m": 4}
+    with pytest.raises(ConfigError, match="z_factor_by_dataset.m: 4 turns 30 nm sections into 7.5 nm.*about 3"):
+        check_references(bad)
+    bad = copy.deepcopy(config)
     bad["methods"]["vemdiffuse_i"]["train"]["iteratons"] = 3
     with pytest.raises(ConfigError, match=r"methods.vemdiffuse_i.train: unknown key"):
         check_references(bad)

@@ -78,3 +78,25 @@ def test_a_tiff_dataset_with_a_nan_or_no_contrast_stops_with_the_file_named(tmp_
     write_tiff(tmp_path / "stack.tif", volume)
     with pytest.raises(ConfigError, match=f"datasets.mine.path: {tmp_path}/stack.tif: .*{words.split('(')[0]}"):
         prepare("mine", {"kind": "tiff", "path": str(tmp_path / "stack.tif"), "voxel_nm": [8, 8, 8]}, seed=0)
+
+
+def test_a_tiff_dataset_takes_its_labels_and_the_voxel_size_its_file_states(tmp_path):
+    from emdiffuse.config import ConfigError
+    from emdiffuse.datasets import fill_voxel_sizes
+    from emdiffuse.io import write_tiff
+
+    volume = np.random.default_rng(0).random((4, 32, 32), dtype=np.float32)
+    write_tiff(tmp_path / "stack.tif", volume, voxel_nm=(30.0, 5.0, 5.0))
+    write_tiff(tmp_path / "mito.tif", (volume > 0.5).astype(np.uint8) * 255)
+    write_tiff(tmp_path / "bare.tif", volume)
+    config = {"datasets": {"mine": {"kind": "tiff", "path": str(tmp_path / "stack.tif"),
+                                    "labels": {"mito": str(tmp_path / "mito.tif")}}}}
+    fill_voxel_sizes(config)
+    assert config["datasets"]["mine"]["voxel_nm"] == [30.0, 5.0, 5.0]
+    prepared = prepare("mine", config["datasets"]["mine"], seed=0)
+    np.testing.assert_array_equal(prepared.labels["mito"], volume > 0.5)
+    with pytest.raises(ConfigError, match=r"datasets.bare.voxel_nm: not given, and .*bare.tif does not state"):
+        fill_voxel_sizes({"datasets": {"bare": {"kind": "tiff", "path": str(tmp_path / "bare.tif")}}})
+    write_tiff(tmp_path / "small.tif", np.zeros((4, 16, 16), np.uint8))
+    with pytest.raises(ConfigError, match=r"datasets.mine.labels.mito: .*small.tif has shape \(4, 16, 16\)"):
+        prepare("mine", {**config["datasets"]["mine"], "labels": {"mito": str(tmp_path / "small.tif")}}, seed=0)

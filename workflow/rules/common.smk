@@ -3,12 +3,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from emdiffuse.budget import apply_budget
-from emdiffuse.config import check_references, derived_seed
+from emdiffuse.config import check_references, derived_seed, drop_null_blocks
+from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
 from emdiffuse.tables import describe_budget
 
 
+drop_null_blocks(config)
 validate(config, schema="../schemas/config.schema.yaml")
+fill_voxel_sizes(config)
 check_references(config)
 
 # real EM images shipped with the workflow, to judge how EM-like the phantom looks

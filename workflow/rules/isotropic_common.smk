@@ -1,6 +1,8 @@
 # Helpers of the isotropic reconstruction task (rules in isotropic.smk; logic in emdiffuse/isotropic.py).
 import re
 
+from snakemake.logging import logger
+
 from emdiffuse import isotropic as iso
 
 ISO = config["tasks"].get("isotropic")
@@ -12,6 +14,9 @@ ISO_METHODS = ISO["methods"] if ISO else []
 ISO_LEARNED = [m for m in ISO_METHODS if iso.learned(m)]
 ISO_SAMPLED = [m for m in ISO_METHODS if iso.is_sampled(m, config["methods"][m])]
 ISO_SEGMENTED = iso.segmented_datasets(config)
+if ISO and ISO.get("segmentation") and set(ISO_SCORED) - set(ISO_SEGMENTED):
+    logger.info(f"tasks.isotropic: no segmentation mIoU or 3D render for {sorted(set(ISO_SCORED) - set(ISO_SEGMENTED))}: "
+                f"no {ISO['segmentation']['classes']} labels (datasets.<name>.labels)")
 
 
 def alternatives(names):
