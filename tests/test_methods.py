@@ -133,6 +133,23 @@ def test_load_errors(fitted, tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an emdiffuse method checkpoint"):
         load_method(tmp_path / "other.pt", device=CPU)
+    torch.save({"method": "care", "params": {}, "state": Unpicklable()}, tmp_path / "code.pt")
+    with pytest.raises(ValueError, match=r"not a readable method checkpoint \(UnpicklingError: Weights only load failed"):
+        load_method(tmp_path / "code.pt", device=CPU)  # pickled code never runs
+    assert not Unpicklable.ran
+
+
+class Unpicklable:
+    """Pickles to a call of its own: loading it with full pickle would run code."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (Unpicklable._run, ())
+
+    @staticmethod
+    def _run():
+        Unpicklable.ran = True
 
 
 @pytest.mark.parametrize(
