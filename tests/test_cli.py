@@ -194,3 +194,18 @@ def test_super_resolution_output_carries_the_finer_pixel_size(tmp_path):
                  "--output", str(tmp_path / "o.tif")]) == 0
     pred, voxel = read_tiff(tmp_path / "o.tif")
     assert pred.shape == (40, 48) and voxel == pytest.approx((4.0, 4.0))
+
+
+def test_a_full_disk_is_a_message_not_a_traceback(model_path, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import emdiffuse.cli as cli
+
+    def full(path, *_args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "write_image", full)
+    write_tiff(tmp_path / "in.tif", np.zeros((32, 32), np.uint8) + np.arange(32, dtype=np.uint8))
+    assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.tif"), "--output",
+                 str(tmp_path / "o.tif"), "--steps", "2", "--samples", "1"]) == 2
+    assert "No space left on device" in capsys.readouterr().err and not (tmp_path / "o.tif").exists()
