@@ -24,10 +24,36 @@ def pick_device(prefer: str = "auto") -> torch.device:
                              f"({torch.__version__}); use 'auto' or 'cpu'")
         return device
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        _refuse_lost_gpu()
+        device = torch.device("cpu")
+    _log_device(device)
+    return device
+
+
+ALLOW_CPU = "EMDIFFUSE_ALLOW_CPU_FALLBACK"
+
+
+def _refuse_lost_gpu() -> None:
+    """A job that was given a GPU (the scheduler set CUDA_VISIBLE_DEVICES) but whose torch cannot see
+    one would run for days on the CPU: stop, unless ``EMDIFFUSE_ALLOW_CPU_FALLBACK=1``."""
+    assigned = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if assigned in ("", "-1", "NoDevFiles") or os.environ.get(ALLOW_CPU) == "1":
+        return
+    raise RuntimeError(f"this job was given GPU(s) {assigned!r} (CUDA_VISIBLE_DEVICES) but torch "
+                       f"{torch.__version__} sees none (a CPU-only build, or no driver): install a CUDA build of "
+                       f"torch, or set {ALLOW_CPU}=1 to run on the CPU anyway")
+
+
+def _log_device(device: torch.device) -> None:
+    """Every job's log says where it ran."""
+    import sys
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    print(f"emdiffuse: running on {name} (torch {torch.__version__})", file=sys.stderr)
 
 
 def bf16_pays(device: torch.device) -> bool:

@@ -28,3 +28,18 @@ def test_set_threads_applies_the_rule_thread_count(monkeypatch, one_thread):
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     device.set_threads(1)
     assert torch.get_num_threads() == 1 and device.os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_job_given_a_gpu_it_cannot_see_stops_unless_cpu_fallback_is_allowed(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.delenv("EMDIFFUSE_ALLOW_CPU_FALLBACK", raising=False)
+    with pytest.raises(RuntimeError, match=r"given GPU\(s\) '0' .* sees none .*EMDIFFUSE_ALLOW_CPU_FALLBACK=1"):
+        device.pick_device()
+    monkeypatch.setenv("EMDIFFUSE_ALLOW_CPU_FALLBACK", "1")
+    assert device.pick_device() == torch.device("cpu")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.delenv("EMDIFFUSE_ALLOW_CPU_FALLBACK")
+    assert device.pick_device() == torch.device("cpu")  # no GPU given, none used: fine
+    assert "emdiffuse: running on cpu (torch" in capsys.readouterr().err

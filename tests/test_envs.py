@@ -53,3 +53,27 @@ def test_every_rule_names_an_existing_env(repo):
     assert named == {"data", "torch"}
     for env in named:
         assert (repo / "workflow" / "envs" / f"{env}.post-deploy.sh").exists()
+
+
+def _gpu_rules(repo) -> set[str]:
+    """Rules whose resources declare `gpu` (inherited by `use rule ... as X` aliases)."""
+    rules = set()
+    for smk in (repo / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        blocks = re.split(r"\n(?=rule |use rule )", text)
+        gpu = {re.match(r"rule (\w+):", b).group(1) for b in blocks if b.startswith("rule ") and "gpu=" in b}
+        aliases = {m.group(2) for b in blocks for m in [re.match(r"use rule (\w+) as (\w+)", b)] if m and m.group(1) in gpu}
+        rules |= gpu | aliases
+    return rules
+
+
+def test_the_slurm_profile_routes_every_gpu_rule_with_its_threads(repo):
+    profile = yaml.safe_load((repo / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = _gpu_rules(repo)
+    assert {"train", "predict", "train_volume", "predict_volume_sampled", "sampling_run", "transfer_predict"} <= rules
+    for rule in rules:
+        assert profile["set-resources"][rule]["slurm_partition"] == "gpu", rule
+        assert "gpu" not in profile["set-resources"][rule], f"{rule}: the rule's own gpu (0 for input) must stand"
+        assert profile["set-threads"][rule] > 1, rule
+    workstation = yaml.safe_load((repo / "workflow" / "profiles" / "workstation" / "config.yaml").read_text())
+    assert workstation["resources"] == {"gpu": 1}

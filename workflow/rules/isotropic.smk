@@ -111,7 +111,7 @@ rule predict_volume:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=lambda wildcards: int(iso.learned(wildcards.method)),  # interpolation needs none
     conda:
         "../envs/torch.yaml"
     script:
