@@ -10,6 +10,15 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key and what was expected."""
 
 
+def export_repository() -> None:
+    """Tell child processes (the conda envs' post-deploy scripts, which Snakemake runs from a copy
+    under .snakemake/conda/) which repository to install the package from, whatever --directory."""
+    import os
+    from pathlib import Path
+
+    os.environ["EMDIFFUSE_REPO"] = str(Path(__file__).resolve().parents[1])
+
+
 OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer")
 
 

@@ -77,3 +77,17 @@ def test_the_slurm_profile_routes_every_gpu_rule_with_its_threads(repo):
         assert profile["set-threads"][rule] > 1, rule
     workstation = yaml.safe_load((repo / "workflow" / "profiles" / "workstation" / "config.yaml").read_text())
     assert workstation["resources"] == {"gpu": 1}
+
+
+def test_post_deploy_installs_the_package_from_the_repository_whatever_the_directory(repo, monkeypatch):
+    from emdiffuse.config import export_repository
+
+    monkeypatch.delenv("EMDIFFUSE_REPO", raising=False)
+    export_repository()
+    import os
+
+    assert os.environ["EMDIFFUSE_REPO"] == str(repo.resolve())
+    for script in (repo / "workflow" / "envs").glob("*.post-deploy.sh"):
+        text = script.read_text()
+        assert 'pip install --no-deps -e "${EMDIFFUSE_REPO' in text and "-e .\n" not in text
+    assert "build='cuda*'" in (repo / "workflow" / "envs" / "torch.yaml").read_text()
