@@ -59,7 +59,8 @@ rule loss_ablation_table:
     input:
         unpack(ablation_inputs),
     output:
-        csv="results/tables/loss_ablation.csv",
+        csv=report("results/tables/loss_ablation.csv", caption="../report/loss_ablation.rst", category="Tables",
+                   labels={"task": "loss ablation", "format": "csv"}),
         md="results/tables/loss_ablation.md",
     params:
         metrics=ablation_metrics,

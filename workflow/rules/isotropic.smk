@@ -160,6 +160,7 @@ rule isotropic_table:
     output:
         csv=report(
             "results/tables/isotropic.csv",
+            caption="../report/isotropic_table.rst",
             category="Tables",
             labels={"task": "isotropic", "format": "csv"},
         ),
@@ -191,6 +192,7 @@ rule isotropic_figure:
     output:
         report(
             "results/figures/isotropic.png",
+            caption="../report/isotropic_figure.rst",
             category="Figures",
             labels={"task": "isotropic"},
         ),
@@ -277,6 +279,7 @@ rule segmentation_table:
     output:
         csv=report(
             "results/tables/segmentation.csv",
+            caption="../report/segmentation_table.rst",
             category="Tables",
             labels={"task": "isotropic segmentation", "format": "csv"},
         ),
@@ -303,6 +306,7 @@ rule mito3d_figure:
     output:
         report(
             "results/figures/isotropic_mito3d.png",
+            caption="../report/mito3d.rst",
             category="Figures",
             labels={"task": "isotropic segmentation"},
         ),

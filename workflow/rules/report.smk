@@ -5,6 +5,7 @@ rule table:
     output:
         csv=report(
             "results/tables/{task}.csv",
+            caption="../report/task_table.rst",
             category="Tables",
             labels={"task": "{task}", "format": "csv"},
         ),
@@ -37,6 +38,7 @@ rule calibration:
         md="results/tables/{task}_calibration.md",
         png=report(
             "results/figures/{task}_calibration.png",
+            caption="../report/calibration.rst",
             category="Reliability",
             labels={"task": "{task}"},
         ),
@@ -63,6 +65,7 @@ rule figure:
     output:
         report(
             "results/figures/{task}.png",
+            caption="../report/task_figure.rst",
             category="Figures",
             labels={"task": "{task}"},
         ),
@@ -89,7 +92,8 @@ rule phantom_figure:
         volumes=phantom_volumes,
         reference=REFERENCE_EM,
     output:
-        report("results/figures/phantom.png", category="Figures", labels={"figure": "phantom"}),
+        report("results/figures/phantom.png", caption="../report/phantom.rst", category="Figures",
+               labels={"figure": "phantom"}),
     log:
         "logs/phantom_figure.log",
     benchmark:
@@ -112,7 +116,8 @@ rule realism:
     output:
         csv="results/tables/realism.csv",
         md="results/tables/realism.md",
-        png=report("results/figures/realism.png", category="Figures", labels={"figure": "realism"}),
+        png=report("results/figures/realism.png", caption="../report/realism.rst", category="Figures",
+                   labels={"figure": "realism"}),
     params:
         datasets=REALISM_DATASETS,
         kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
@@ -134,7 +139,8 @@ rule timings:
     input:
         final_outputs(),
     output:
-        "results/tables/timings.md",
+        report("results/tables/timings.md", caption="../report/timings.rst", category="Timings",
+               labels={"table": "stage timings"}),
     log:
         "logs/timings.log",
     threads: 1

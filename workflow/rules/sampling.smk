@@ -60,6 +60,7 @@ rule sampling_table:
         md="results/tables/sampling.md",
         png=report(
             "results/figures/sampling.png",
+            caption="../report/sampling.rst",
             category="Sampling",
             labels={"figure": "quality versus steps"},
         ),

@@ -155,6 +155,7 @@ rule transfer_table:
     output:
         csv=report(
             "results/tables/transfer.csv",
+            caption="../report/transfer_table.rst",
             category="Tables",
             labels={"task": "transfer", "format": "csv"},
         ),
@@ -181,7 +182,8 @@ rule transfer_figure:
     input:
         unpack(transfer_figure_inputs),
     output:
-        report("results/figures/transfer.png", category="Figures", labels={"figure": "transfer"}),
+        report("results/figures/transfer.png", caption="../report/transfer_figure.rst", category="Figures",
+               labels={"figure": "transfer"}),
     params:
         transfer=lookup(dpath="transfer", within=config, default=None),
         figure=config["figure"],
