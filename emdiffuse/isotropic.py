@@ -147,6 +147,8 @@ def check_isotropic(config: dict) -> None:
                     f"to about {round(vz / max(vy, vx))}")
             if not dataset_methods(task_cfg, entry):
                 raise ConfigError(f"{where}.methods: none can run on serial-section dataset '{name}'")
+        if "resolution_ratio" in task_cfg.get("metrics", []) and is_scored(entry):
+            _check_depth_for_resolution(where, task_cfg["test_sections"], z, name)
     for method in task_cfg["methods"]:
         merged_params(method, config["methods"].get(method, {}))
     seg = task_cfg.get("segmentation")
@@ -156,6 +158,20 @@ def check_isotropic(config: dict) -> None:
             if is_scored(entry) and entry["kind"] != "phantom" and entry.get("labels") and not has_labels(entry, seg["classes"]):
                 raise ConfigError(f"{where}.segmentation.classes: {seg['classes']} but datasets.{name}.labels "
                                   f"has {sorted(entry['labels'])}")
+
+
+def _check_depth_for_resolution(where: str, sections: int, z: int, name: str) -> None:
+    """XZ/YZ planes are as tall as the reconstruction is deep; the resolution ratio's decorrelation
+    analysis needs more rows than its apodisation border takes (found before any job runs)."""
+    from .metrics.resolution import APODISATION_PIXELS
+    from .volumes import output_positions
+
+    depth = len(output_positions(sections, z))
+    if depth <= 2 * APODISATION_PIXELS:
+        need = next(n for n in range(sections, 10 * sections + 20) if len(output_positions(n, z)) > 2 * APODISATION_PIXELS)
+        raise ConfigError(f"{where}.test_sections: {sections} sections x{z} ({name}) reconstruct {depth} slices, too few "
+                          f"for the resolution ratio on XZ/YZ planes (more than {2 * APODISATION_PIXELS} needed): use "
+                          f">= {need}, or drop resolution_ratio from {where}.metrics")
 
 
 # --- pairs ---------------------------------------------------------------------------------------
