@@ -192,8 +192,8 @@ def test_config_helpers_and_checks():
     with pytest.raises(ConfigError, match="z_factor_by_dataset.m: 4 turns 30 nm sections into 7.5 nm.*about 3"):
         check_references(bad)
     bad = copy.deepcopy(config)
-    bad["tasks"]["isotropic"]["metrics"] = ["PSNR", "resolution_ratio"]  # 4 sections x4: 13 slices deep
-    with pytest.raises(ConfigError, match=r"test_sections: 4 sections x4 \(p\) reconstruct 13 slices.*use >= 12"):
+    bad["tasks"]["isotropic"]["metrics"] = ["PSNR", "resolution_ratio"]  # 4 sections x4: 12 slices deep
+    with pytest.raises(ConfigError, match=r"test_sections: 4 sections x4 \(p\) reconstruct 12 slices.*use >= 12"):
         check_references(bad)
     bad = copy.deepcopy(config)
     bad["methods"]["vemdiffuse_i"]["train"]["iteratons"] = 3
