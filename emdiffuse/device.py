@@ -11,25 +11,22 @@ import torch
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
-    """CUDA if present, then Apple MPS, else CPU; ``prefer`` forces one ("cpu", "cuda", "mps")."""
-    if prefer != "auto":
+    """CUDA if present, then Apple MPS, else CPU; ``prefer`` forces one ("cpu", "cuda", "mps").
+    The choice is logged; a forced device that is not there is an error."""
+    available = {"cuda": torch.cuda.is_available, "cpu": lambda: True,
+                 "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if prefer == "auto":
+        device = torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]()))
+        if device.type == "cpu":
+            _refuse_lost_gpu()
+    else:
         try:
             device = torch.device(prefer)
         except RuntimeError as exc:
             raise ValueError(f"device {prefer!r}: expected auto, cpu, cuda or mps ({exc})") from exc
-        available = {"cuda": torch.cuda.is_available,
-                     "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-        if device.type in available and not available[device.type]():
+        if not available.get(device.type, lambda: True)():
             raise ValueError(f"device {prefer!r}: no {device.type.upper()} device is visible to this torch "
                              f"({torch.__version__}); use 'auto' or 'cpu'")
-        return device
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        _refuse_lost_gpu()
-        device = torch.device("cpu")
     _log_device(device)
     return device
 
