@@ -217,11 +217,14 @@ def test_finetuning_resumes_exactly_after_a_kill(domain_a, tmp_path, monkeypatch
     resumed = run(tmp_path / "b.ckpt")
     assert torch.equal(flat_weights(whole), flat_weights(resumed))
     assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
-    # a checkpoint is never resumed from other starting weights
+    # a checkpoint is never resumed from other starting weights: it is kept aside, training starts afresh
     other = build_method(name, TINY[name], device=CPU, seed=1)
     other.fit(*toy(6, 32), checkpoint_path=tmp_path / "other.ckpt", **QUIET)
-    with pytest.raises(ValueError, match="different run"):
-        other.finetune(*one, train=budget, seed=9, checkpoint_path=tmp_path / "b.ckpt", **QUIET)
+    lines = []
+    other.finetune(*one, train=budget, seed=9, checkpoint_path=tmp_path / "b.ckpt", log=lines.append,
+                   progress=False)
+    assert (tmp_path / "b.stale.ckpt").exists() and any("different run" in line for line in lines)
+    assert len(other.history) == budget["iterations"]
 
 
 def test_emdiffuse_finetunes_the_ema_weights_it_samples_with(domain_a, tmp_path):
