@@ -346,17 +346,22 @@ def evaluate_planes(prediction: np.ndarray, truth: np.ndarray, metrics: list[str
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_volume(dataset: str, method: str, prediction_path: str, truth_path: str, metrics: list[str],
-                    planes_per_view: int, out_path: str, *, uncertainty_path: str | None = None,
-                    threshold: float = 0.12) -> None:
+def evaluate_volumes(dataset: str, predictions: dict[str, str], truth_path: str, metrics: list[str],
+                     planes_per_view: int, out_path: str, *, uncertainties: dict[str, str] | None = None,
+                     threshold: float = 0.12) -> None:
+    """Every method's reconstruction of one dataset (``predictions``: method -> TIFF; ``uncertainties``
+    for the sampled ones) scored plane by plane into one CSV: one job per dataset, since the metric
+    imports cost more than scoring one volume."""
     from .volumes import read_volume
 
-    prediction, truth = read_volume(prediction_path)[0], read_volume(truth_path)[0]
-    uncertainty = read_volume(uncertainty_path)[0] if uncertainty_path else None
-    rows = evaluate_planes(prediction, truth, metrics, planes_per_view, dataset=dataset, method=method,
-                           uncertainty=uncertainty, threshold=threshold)
+    truth, uncertainties = read_volume(truth_path)[0], uncertainties or {}
+    frames = []
+    for method, path in predictions.items():
+        uncertainty = read_volume(uncertainties[method])[0] if method in uncertainties else None
+        frames.append(evaluate_planes(read_volume(path)[0], truth, metrics, planes_per_view, dataset=dataset,
+                                      method=method, uncertainty=uncertainty, threshold=threshold))
     with atomic_path(out_path) as tmp:
-        rows.to_csv(tmp, index=False)
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
 
 
 def summarize_planes(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.DataFrame:

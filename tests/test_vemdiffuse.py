@@ -188,6 +188,32 @@ def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted
     assert all(start is None for _, start in seen)
 
 
+def test_cubic_init_starts_each_slice_from_the_cubic_interpolation_of_the_sections(fitted, data, monkeypatch):
+    """init "cubic": the chains start from ``interpolate_z(sections, z, positions, "cubic")`` (in
+    [-1, 1]), slice by slice in output order, and z chunks (one section of context) change nothing."""
+    from emdiffuse.volumes import interpolate_z, output_positions
+
+    method, path = fitted
+    m = load_volume_method(path, device=CPU)
+    m.params["predict"].update(init="cubic", tile=64, chunk=100)
+    model, starts = m._sampling_model(), []
+    original = type(model).sample
+
+    def spy(self, cond, **kw):
+        samples = m.params["predict"]["samples"]
+        starts.append(kw["x0_init"][::samples, 0])  # batch order (tile, slice, sample); one tile here
+        return original(self, cond, **kw)
+
+    monkeypatch.setattr(type(model), "sample", spy)
+    whole = m.predict(data[1], seed=0, progress=False)
+    expected = interpolate_z(data[1], 3, output_positions(len(data[1]), 3), "cubic") * 2 - 1
+    torch.testing.assert_close(torch.cat(starts), torch.from_numpy(expected), atol=1e-5, rtol=0)
+    m.params["predict"]["chunk"] = 2
+    chunked = m.predict(data[1], seed=0, progress=False)
+    for key in ("prediction", "uncertainty"):
+        np.testing.assert_array_equal(whole[key], chunked[key])
+
+
 def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, data, monkeypatch):
     """z_noise "shared": within one sampler call (a gap's slices x K samples x tiles) the noise groups
     are (tile, sample), the same for every slice; "independent" passes none. Seeded either way."""

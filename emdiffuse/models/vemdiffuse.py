@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from emdiffuse.data.degrade import anisotropic
 from emdiffuse.models.unet import PRESETS, DiffusionUNet, gamma_embedding
 from emdiffuse.patches import OFFICIAL_BLUR_SIGMA
-from emdiffuse.volumes import pair_offsets, tiled_stack_apply
+from emdiffuse.volumes import interpolate_z, output_positions, pair_offsets, tiled_stack_apply
 
 
 class IndexedUNet(nn.Module):
@@ -87,6 +87,12 @@ def pair_sample(z_factor: int, blur_p: float, section_profile: str):
 
 
 Z_NOISE = ("independent", "shared")
+# Chain starts (``predict.init``): pure noise (official), or an interpolation of the sections at
+# each slice's position noised to the chain's first level (Come-Closer-Diffuse-Faster): "condition"
+# the linear one between the slice's two sections, "cubic" the cubic convolution over the four
+# nearest (``volumes.interpolate_z``; needs one section of context each side of a z chunk).
+INITS = ("noise", "condition", "cubic")
+INIT_INTERPOLATION = {"condition": "linear", "cubic": "cubic"}
 
 
 def condition(batch_cond: torch.Tensor) -> torch.Tensor:
@@ -111,15 +117,23 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
     index of ``sections[0]``. The slice at the last section centre (odd z) is sampled on its own
     (generator ``start + Z - 1``), so no batch depends on where a z chunk ends. ``precision``: the
     network's (``ConditionalDiffusion.sample``; "bf16" autocast, the sampler state stays float32).
-    ``init="condition"``: each chain starts from the linear interpolation of its two sections at the
-    slice's offset (``diffusion.INITS``); "noise" from pure noise, as officially.
+    ``init``: "noise" starts each chain from pure noise, as officially; "condition" / "cubic" from
+    the linear / cubic interpolation of the sections at the slice's position (``INITS``). The
+    interpolation uses every section given, so with "cubic" pass one section of context each side
+    (the gaps it adds are sampled too; the caller drops them).
     ``z_noise="shared"``: the slices of one gap (same tile, same sample k) share their noise, initial
     and per step, so what the sampler invents continues from slice to slice instead of flickering
     (streaks in XZ/YZ); "independent": fresh noise per slice, as officially (``Z_NOISE``).
     """
     if z_noise not in Z_NOISE:
         raise ValueError(f"z_noise must be one of {Z_NOISE}, got {z_noise!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     owner, offsets = pair_offsets(len(sections), z_factor)
+    starts = None
+    if init != "noise":
+        positions = output_positions(len(sections), z_factor)
+        starts = interpolate_z(sections, z_factor, positions, INIT_INTERPOLATION[init])
     group = owner + (offsets >= z_factor)
     means, stds = [], []
     for g in tqdm(np.unique(group), disable=not progress, desc="pairs", leave=False):
@@ -128,12 +142,14 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
         n = len(offs)
         generator = torch.Generator().manual_seed(pair_seed(seed, start + int(g)))
 
-        def fn(tiles: torch.Tensor) -> torch.Tensor:
+        def fn(tiles: torch.Tensor) -> torch.Tensor:  # channels: the two sections, then the n starts
             b, _, h, w = tiles.shape
-            pairs = (tiles.to(device) * 2 - 1).repeat_interleave(n * samples, 0)
+            tiles = tiles.to(device) * 2 - 1
+            pairs = tiles[:, :2].repeat_interleave(n * samples, 0)
             index = offs.to(device).repeat_interleave(samples).repeat(b)[:, None, None, None].expand(-1, 1, h, w)
-            weight = (index / z_factor).clamp(0, 1)
-            x0_init = pairs[:, :1] * (1 - weight) + pairs[:, 1:] * weight if init == "condition" else None
+            x0_init = None
+            if starts is not None:  # batch order (tile, slice, sample), as pairs and index
+                x0_init = tiles[:, 2:].reshape(b * n, 1, h, w).repeat_interleave(samples, 0)
             groups = None
             if z_noise == "shared":  # batch order (tile, slice, sample): one draw per (tile, sample)
                 groups = (torch.arange(b)[:, None, None] * samples + torch.arange(samples)).expand(b, n, samples)
@@ -144,7 +160,8 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
             spread = x.std(2) if samples > 1 else torch.zeros_like(x[:, :, 0])
             return torch.cat([x.mean(2), spread], 1)
 
-        out = tiled_stack_apply(fn, sections[k : k + 2], tile=tile, overlap=overlap, batch=batch, multiple=multiple)
+        stack = sections[k : k + 2] if starts is None else np.concatenate([sections[k : k + 2], starts[group == g]])
+        out = tiled_stack_apply(fn, stack, tile=tile, overlap=overlap, batch=batch, multiple=multiple)
         means.append(out[:n])
         stds.append(out[n:])
     return {"prediction": np.concatenate(means), "uncertainty": np.concatenate(stds)}

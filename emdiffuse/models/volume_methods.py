@@ -239,8 +239,8 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
     }
 
     def _build(self):
-        from emdiffuse.models.diffusion import INITS, SAMPLERS, ConditionalDiffusion
-        from emdiffuse.models.vemdiffuse import Z_NOISE, IndexedUNet, unet_kwargs
+        from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.vemdiffuse import INITS, Z_NOISE, IndexedUNet, unet_kwargs
 
         if self.params["predict"]["sampler"] not in SAMPLERS:
             raise ValueError(f"{self.name}.predict.sampler: {self.params['predict']['sampler']!r} "
@@ -279,6 +279,9 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
                              warmup=t["warmup"], ema_decay=t["ema_decay"])
         self.ema = result.ema_model
         return result.history
+
+    def _context(self):
+        return int(self.params["predict"]["init"] == "cubic")  # the cubic start reads a section each side
 
     def _predict(self, sections, start, seed, progress):
         from emdiffuse.models.vemdiffuse import sample_between

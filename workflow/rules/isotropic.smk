@@ -131,19 +131,21 @@ use rule predict_volume as predict_volume_sampled with:
         "benchmarks/predict_volume/{dataset}/{method}.tsv"
 
 
-rule evaluate_volume:
+rule evaluate_volume:  # one job per dataset: the metric imports cost more than scoring a volume
     input:
         unpack(volume_evaluate_inputs),
     output:
-        metrics="results/metrics/isotropic/{dataset}/{method}.csv",
+        metrics="results/metrics/isotropic/{dataset}.csv",
     params:
+        methods=lambda wildcards: iso_methods(wildcards.dataset),
+        sampled=volume_sampled_methods,
         metrics=ISO["metrics"] if ISO else [],
         planes_per_view=ISO.get("planes_per_view", 16) if ISO else 16,
         threshold=config["reliability_threshold"],
     log:
-        "logs/evaluate_volume/{dataset}/{method}.log",
+        "logs/evaluate_volume/{dataset}.log",
     benchmark:
-        "benchmarks/evaluate_volume/{dataset}/{method}.tsv"
+        "benchmarks/evaluate_volume/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -79,16 +79,24 @@ def volume_predict_inputs(wildcards):
     return inputs
 
 
+def volume_sampled_methods(wildcards):
+    """The dataset's methods that also write an uncertainty, in ``iso_methods`` order."""
+    return [m for m in iso_methods(wildcards.dataset) if m in ISO_SAMPLED]
+
+
 def volume_evaluate_inputs(wildcards):
-    d, m = wildcards.dataset, wildcards.method
-    inputs = {"prediction": iso_prediction(d, m), "truth": f"data/pairs/isotropic/{d}/test_truth.tif"}
-    if m in ISO_SAMPLED:
-        inputs["uncertainty"] = iso_uncertainty(d, m)
-    return inputs
+    """The dataset's ground truth, every method's reconstruction (``iso_methods`` order) and the
+    sampled methods' uncertainties (``volume_sampled_methods`` order)."""
+    d = wildcards.dataset
+    return {
+        "truth": f"data/pairs/isotropic/{d}/test_truth.tif",
+        "predictions": [iso_prediction(d, m) for m in iso_methods(d)],
+        "uncertainties": [iso_uncertainty(d, m) for m in volume_sampled_methods(wildcards)],
+    }
 
 
 def volume_metric_files(wildcards):
-    return [f"results/metrics/isotropic/{d}/{m}.csv" for d in ISO_SCORED for m in iso_methods(d)]
+    return [f"results/metrics/isotropic/{d}.csv" for d in ISO_SCORED]
 
 
 def volume_budgets(wildcards):

@@ -3,17 +3,17 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.device import set_threads
-from emdiffuse.isotropic import evaluate_volume
+from emdiffuse.isotropic import evaluate_volumes
 
 set_threads(snakemake.threads)
-evaluate_volume(
+methods, sampled = snakemake.params.methods, snakemake.params.sampled
+evaluate_volumes(
     snakemake.wildcards.dataset,
-    snakemake.wildcards.method,
-    snakemake.input.prediction,
+    dict(zip(methods, snakemake.input.predictions)),
     snakemake.input.truth,
     snakemake.params.metrics,
     snakemake.params.planes_per_view,
     snakemake.output.metrics,
-    uncertainty_path=snakemake.input.get("uncertainty"),
+    uncertainties=dict(zip(sampled, snakemake.input.uncertainties)),
     threshold=snakemake.params.threshold,
 )
