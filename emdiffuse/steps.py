@@ -101,14 +101,23 @@ def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str
 def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
             threads: int | None = None, progress: bool = True) -> None:
     """Restore every test input; stochastic methods also write their uncertainty maps."""
+    predict_each([model_path], pairs_path, seed, [out_path], threads=threads, progress=progress)
+
+
+def predict_each(model_paths: list[str], pairs_path: str, seed: int, out_paths: list[str], *,
+                 threads: int | None = None, progress: bool = True) -> None:
+    """``predict`` for several models (e.g. the transfer variants of one method) in one process,
+    each with the same seed, so they differ only in their weights."""
     from .device import pick_device, seed_everything, set_threads
     from .models.registry import load_method
 
     set_threads(threads)
-    seed_everything(seed)
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
-    model = load_method(model_path, device=pick_device())
-    save_npz(out_path, **model.predict(pairs["inputs"], seed=seed, progress=progress))
+    device = pick_device()
+    for model_path, out_path in zip(model_paths, out_paths, strict=True):
+        seed_everything(seed)
+        model = load_method(model_path, device=device)
+        save_npz(out_path, **model.predict(pairs["inputs"], seed=seed, progress=progress))
 
 
 def evaluate(task: str, dataset: str, predictions: dict[str, str], pairs_path: str, metrics: list[str],

@@ -151,6 +151,9 @@ def describe_budget(method: str, params: dict, trained: dict[str, dict] | None =
     sample = params.get("sample")
     if sample:
         text += f"; sampler {sample['sampler']}, {sample['steps']} steps, K={sample['samples']} samples"
+        if sample.get("init", "noise") != "noise":
+            start = {"condition": "the condition", "cubic": "the cubic interpolation"}[sample["init"]]
+            text += f", chains started from {start} (not official)"
     model = params.get("model", {})
     if "preset" in model:
         text += f"; network preset {model['preset']}"

@@ -70,7 +70,10 @@ def test_describe_budget():
               "sample": {"sampler": "ddim", "steps": 20, "samples": 2}, "model": {"preset": "tiny"}}
     text = describe_budget("emdiffuse", params)
     assert "5 iterations" in text and "ddim, 20 steps, K=2" in text and "tiny" in text
-    assert describe_budget("input", {}) == "not learned (reference)"
+    assert "started" not in text and describe_budget("input", {}) == "not learned (reference)"
+    params["sample"]["init"] = "cubic"
+    assert "ddim, 20 steps, K=2 samples, chains started from the cubic interpolation (not official)" in \
+        describe_budget("vemdiffuse_i", params)
 
 
 def test_timings_summary(tmp_path):

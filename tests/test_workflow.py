@@ -14,6 +14,7 @@ import yaml
 RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table", "calibration",
          "timings", "all"]
 RULES += ["transfer_one_pair", "transfer_test_pairs", "transfer_finetune", "transfer_scratch", "transfer_predict",
+          "transfer_predict_reference",
           "transfer_evaluate", "transfer_table", "transfer_figure"]
 ISOTROPIC_RULES = ["make_volume_pairs", "train_volume", "predict_volume", "predict_volume_sampled", "evaluate_volume",
                    "isotropic_table", "isotropic_figure", "train_segmenter", "segment_volumes", "segmentation_table",

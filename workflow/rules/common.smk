@@ -227,12 +227,17 @@ def transfer_source_model(wildcards):
     return f"results/models/{wildcards.task}/{TRANSFER['source']}/{wildcards.method}/model.pt"
 
 
-def transfer_model(wildcards):
-    """The weights a variant predicts with: the domain-A model (direct, and the input reference)
-    or the one trained on the single domain-B pair (finetune, scratch)."""
-    if wildcards.variant in ("direct", transfer_lib.REFERENCE):
-        return transfer_source_model(wildcards)
-    return f"results/models/transfer/{wildcards.task}/{wildcards.target}/{wildcards.method}_{wildcards.variant}/model.pt"
+def transfer_variant_models(wildcards):
+    """The weights each variant of a method predicts with, by variant: the domain-A model (direct,
+    and the input's reference row) and the ones trained on the single domain-B pair (finetune, scratch)."""
+    models = {}
+    for variant in transfer_variants(wildcards.method):
+        if variant in ("direct", transfer_lib.REFERENCE):
+            models[variant] = transfer_source_model(wildcards)
+        else:
+            models[variant] = (f"results/models/transfer/{wildcards.task}/{wildcards.target}/"
+                               f"{wildcards.method}_{variant}/model.pt")
+    return models
 
 
 def transfer_predictions(task, method, variant):

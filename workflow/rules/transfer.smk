@@ -102,18 +102,19 @@ rule transfer_scratch:
         "../scripts/train.py"
 
 
+# One job per method predicts all its variants (one start-up; the same sampling seed for each).
 rule transfer_predict:
     input:
-        model=transfer_model,
+        unpack(transfer_variant_models),
         pairs="data/pairs/transfer/{task}/{target}/test.npz",
     output:
-        predictions="results/predictions/transfer/{task}/{target}/{method}_{variant}/test.npz",
+        **{v: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{v}/test.npz" for v in transfer_lib.VARIANTS},
     params:
         seed=transfer_predict_seed,
     log:
-        "logs/transfer_predict/{task}/{target}/{method}_{variant}.log",
+        "logs/transfer_predict/{task}/{target}/{method}.log",
     benchmark:
-        "benchmarks/transfer_predict/{task}/{target}/{method}_{variant}.tsv"
+        "benchmarks/transfer_predict/{task}/{target}/{method}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -122,7 +123,17 @@ rule transfer_predict:
     conda:
         "../envs/torch.yaml"
     script:
-        "../scripts/predict.py"
+        "../scripts/transfer_predict.py"
+
+
+# The non-learned input: its one reference row.
+use rule transfer_predict as transfer_predict_reference with:
+    output:
+        **{transfer_lib.REFERENCE: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{transfer_lib.REFERENCE}/test.npz"},
+    log:
+        "logs/transfer_predict_reference/{task}/{target}/{method}.log",
+    benchmark:
+        "benchmarks/transfer_predict/{task}/{target}/{method}.tsv"
 
 
 # One job per task scores every method x variant (the metric networks are loaded once).

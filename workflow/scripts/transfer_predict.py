@@ -1,0 +1,14 @@
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+from emdiffuse.steps import predict_each
+
+variants = list(snakemake.output.keys())
+predict_each(
+    [snakemake.input[v] for v in variants],
+    snakemake.input.pairs,
+    snakemake.params.seed,
+    [snakemake.output[v] for v in variants],
+    threads=snakemake.threads,
+)
