@@ -4,7 +4,9 @@
         --input image.tif --output restored.tif --steps 20 --samples 2
 
 writes the prediction, the uncertainty map (``<output>_uncertainty.<ext>``) and a JSON report
-with each image's reliability score (``<output>_reliability.json``).
+with each image's reliability score (``<output>_reliability.json``). A volume model (vEMDiffuse,
+SR-UNet) turns a stack of sections into the isotropic volume between them.
+``emdiffuse import-official`` turns a published EMDiffuse checkpoint into a model file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import read_image, write_image, write_text
-from .metrics.calibration import DEFAULT_THRESHOLD
+from .metrics.calibration import DEFAULT_THRESHOLD, flag_unreliable, reliability_score
 
 
 def to_unit_range(image: np.ndarray, source: str) -> np.ndarray:
@@ -69,10 +71,27 @@ def check_paths(input_path: Path, output: Path) -> None:
         raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
 
 
+#: flags that override a model's prediction settings, where its settings block has the key
+SETTING_FLAGS = ("steps", "samples", "sampler", "tile", "overlap", "batch")
+
+
+def apply_settings(settings: dict, args: argparse.Namespace, name: str) -> None:
+    """``--steps`` ... ``--batch`` into the model's sampling/prediction block; a flag the model has
+    no use for (``--steps`` for CARE) is refused rather than ignored."""
+    for key in SETTING_FLAGS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key not in settings:
+            raise ValueError(f"--{key}: {name} has no such setting (it takes: "
+                             f"{', '.join(f'--{k}' for k in SETTING_FLAGS if k in settings) or 'none'})")
+        settings[key] = value
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from .device import pick_device, seed_everything, set_threads
-    from .metrics.calibration import flag_unreliable, reliability_score
-    from .models.registry import load_method
+    from .models.methods import read_checkpoint
+    from .models.volume_methods import VOLUME_METHODS
 
     check_paths(args.input, Path(args.output))
     check_outputs(args.input, Path(args.output), overwrite=args.overwrite)
@@ -83,15 +102,10 @@ def predict_command(args: argparse.Namespace) -> int:
     if image.ndim not in (2, 3):
         raise ValueError(f"{args.input}: expected a 2D image or a (z, y, x) stack, got shape {image.shape}")
     stack = to_unit_range(image, str(args.input))
-    stack = stack[None] if stack.ndim == 2 else stack
-    method = load_method(args.model, device=device)
-    if "sample" in method.params:
-        for key in ("steps", "samples", "sampler"):
-            if getattr(args, key) is not None:
-                method.params["sample"][key] = getattr(args, key)
-    out = method.predict(stack, seed=args.seed, progress=True)
-    squeeze = (lambda a: a[0]) if image.ndim == 2 else (lambda a: a)
-    voxel = output_voxel(voxel, stack.shape, out["prediction"].shape)
+    if read_checkpoint(args.model)["method"] in VOLUME_METHODS:
+        out, voxel, squeeze = _reconstruct_volume(stack, voxel, args, device)
+    else:
+        out, voxel, squeeze = _restore_images(stack, voxel, args, device)
     output = Path(args.output)
     write_image(output, squeeze(out["prediction"]), voxel)
     report = {"input": str(args.input), "model": str(args.model), "prediction": str(output)}
@@ -106,6 +120,33 @@ def predict_command(args: argparse.Namespace) -> int:
     write_text(sibling(output, "reliability").with_suffix(".json"), json.dumps(report, indent=2))
     print(f"wrote {output}")
     return 0
+
+
+def _restore_images(stack: np.ndarray, voxel, args, device):
+    """A 2D method on an image or on every slice of a stack; the pixel size follows the output grid."""
+    from .models.registry import load_method
+
+    method = load_method(args.model, device=device)
+    apply_settings(method.params.get("sample", method.params.get("predict", {})), args, method.name)
+    images = stack[None] if stack.ndim == 2 else stack
+    out = method.predict(images, seed=args.seed, progress=True)
+    squeeze = (lambda a: a[0]) if stack.ndim == 2 else (lambda a: a)
+    return out, output_voxel(voxel, images.shape, out["prediction"].shape), squeeze
+
+
+def _reconstruct_volume(stack: np.ndarray, voxel, args, device):
+    """A volume method (vEMDiffuse-i/-a, SR-UNet) fills in the slices between the input's sections;
+    the z spacing shrinks by its z-factor. Reliability is scored per output XY slice."""
+    from .models.volume_methods import load_volume_method
+    from .volumes import isotropic_voxel
+
+    model = load_volume_method(args.model, device=device)
+    if stack.ndim != 3:
+        raise ValueError(f"{args.input}: {model.name} reconstructs a (z, y, x) stack of sections, got a 2D image")
+    apply_settings(model.params["predict"], args, model.name)
+    out = model.predict(stack, seed=args.seed, progress=True)
+    print(f"{model.name}: {len(stack)} sections -> {len(out['prediction'])} slices (x{model.z_factor} in z)")
+    return out, (isotropic_voxel(voxel, model.z_factor) if voxel is not None else None), (lambda a: a)
 
 
 def positive_int(text: str) -> int:
@@ -123,12 +164,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emdiffuse", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="restore an image or stack (TIFF or Zarr) with a trained model")
-    pr.add_argument("--model", required=True, type=Path, help="model.pt written by the workflow's train rule")
-    pr.add_argument("--input", required=True, type=Path, help="2D image or (z, y, x) stack: .tif/.tiff/.zarr")
+    pr.add_argument("--model", required=True, type=Path,
+                    help="model.pt written by the workflow's train or train_volume rule (or by import-official)")
+    pr.add_argument("--input", required=True, type=Path,
+                    help="2D image or (z, y, x) stack: .tif/.tiff/.zarr; for a volume model, its sections")
     pr.add_argument("--output", required=True, type=Path, help="where to write the prediction (.tif/.zarr)")
     pr.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
     pr.add_argument("--samples", type=positive_int, help="K samples averaged (diffusion models)")
     pr.add_argument("--sampler", choices=["ancestral", "ddim", "dpmpp2m"], help="sampler (diffusion models)")
+    pr.add_argument("--tile", type=positive_int, help="tile size in pixels (memory is bounded by the tile)")
+    pr.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (blended)")
+    pr.add_argument("--batch", type=positive_int, help="tiles per network call")
     pr.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                     help=f"reliability threshold on the score relative to the prediction's contrast (default "
                          f"{DEFAULT_THRESHOLD}; the paper's 0.12 applies to its own score, also reported)")
@@ -137,7 +183,25 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     pr.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     pr.set_defaults(func=predict_command)
+    im = sub.add_parser("import-official", help="turn a published EMDiffuse checkpoint into a model file")
+    im.add_argument("--checkpoint", required=True, type=Path,
+                    help="official <epoch>_Network.pth or <epoch>_Network_ema.pth (Luchixiang/EMDiffuse)")
+    im.add_argument("--task", required=True, choices=["denoise", "superres"],
+                    help="EMDiffuse-n (denoise) or EMDiffuse-r (superres, x2)")
+    im.add_argument("--output", required=True, type=Path, help="model file to write (model.pt)")
+    im.set_defaults(func=import_command)
     return p
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .models.official import import_official
+
+    if not args.checkpoint.is_file():
+        raise ValueError(f"--checkpoint {args.checkpoint}: no such file")
+    if not args.output.parent.is_dir():
+        raise ValueError(f"--output {args.output}: the folder {args.output.parent} does not exist")
+    import_official(args.checkpoint, args.task, args.output)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

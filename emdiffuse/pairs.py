@@ -13,7 +13,8 @@ from .data.degrade import probe_blur_downsample, scan_line_jitter, shot_noise
 
 
 def split_slices(depth: int, *, test_fraction: float, gap: int, slice_step: int) -> dict[str, np.ndarray]:
-    """Train slices from the start of the stack, test slices from its end, ``gap`` apart."""
+    """Train slices from the start of the stack, test slices from its end, ``gap`` apart; the gap's
+    own slices (``held_out``: in neither set) calibrate the reliability threshold."""
     n_test = max(1, int(round(depth * test_fraction)))
     test_start = depth - n_test
     train_stop = test_start - gap
@@ -24,8 +25,16 @@ def split_slices(depth: int, *, test_fraction: float, gap: int, slice_step: int)
         )
     return {
         "train": np.arange(0, train_stop, slice_step),
+        "held_out": np.arange(train_stop, test_start, slice_step),
         "test": np.arange(test_start, depth, slice_step),
     }
+
+
+def centre(indices: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` middle entries of ``indices`` (all if there are fewer): the held-out slices
+    farthest from both the training and the test range."""
+    start = max(0, (len(indices) - count) // 2)
+    return indices[start : start + count]
 
 
 def spread(indices: np.ndarray, count: int) -> np.ndarray:

@@ -39,11 +39,13 @@ def prepare_dataset(name: str, entry: dict, seed: int, volume_path: str, labels_
 
 
 def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, seed: int,
-               train_path: str, test_path: str, *, acquisitions_path: str | None = None) -> None:
-    """Cut the prepared volume into train and test slices and degrade them as the task says, or,
-    with ``pairs.source: real``, pair them with the dataset's real registered acquisitions."""
+               train_path: str, test_path: str, calibration_path: str, *,
+               acquisitions_path: str | None = None) -> None:
+    """Cut the prepared volume into train, test and calibration slices (``calibration_images``
+    from the gap between train and test) and degrade them as the task says, or, with
+    ``pairs.source: real``, pair them with the dataset's real registered acquisitions."""
     from .datasets import load_volume
-    from .pairs import PAIR_MAKERS, real_pairs, split_slices, spread
+    from .pairs import PAIR_MAKERS, centre, real_pairs, split_slices, spread
 
     pairs_cfg = task_cfg["pairs"]
     volume, _ = load_volume(volume_path)
@@ -63,9 +65,15 @@ def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, see
         warnings.warn(f"tasks.{task}.test_images: {task_cfg['test_images']} asked, but {volume_path} has only "
                       f"{len(test_z)} test slices (test_fraction {split_cfg.get('test_fraction')}, slice_step "
                       f"{split_cfg.get('slice_step')}): scoring {len(test_z)}", stacklevel=2)
+    calibration_z = centre(slices["held_out"], task_cfg.get("calibration_images", 1))
+    if not len(calibration_z):
+        raise ConfigError(f"split.gap: {split_cfg.get('gap')} leaves no held-out slice of {volume_path} between the "
+                          f"training and test ranges to calibrate the reliability threshold on "
+                          f"(tasks.{task}.calibration_images); use a gap of at least split.slice_step")
     rng = np.random.default_rng(seed)
     save_npz(train_path, **make(volume, slices["train"], pairs_cfg, rng))
     save_npz(test_path, **make(volume, test_z, pairs_cfg, rng))
+    save_npz(calibration_path, **make(volume, calibration_z, pairs_cfg, rng))  # after test: train/test unchanged
 
 
 def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
@@ -101,39 +109,50 @@ def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str
 def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
             threads: int | None = None, progress: bool = True) -> None:
     """Restore every test input; stochastic methods also write their uncertainty maps."""
-    predict_each([model_path], pairs_path, seed, [out_path], threads=threads, progress=progress)
+    predict_each([model_path], [pairs_path], seed, [out_path], threads=threads, progress=progress)
 
 
-def predict_each(model_paths: list[str], pairs_path: str, seed: int, out_paths: list[str], *,
+def predict_each(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,
                  threads: int | None = None, progress: bool = True) -> None:
-    """``predict`` for several models (e.g. the transfer variants of one method) in one process,
-    each with the same seed, so they differ only in their weights."""
+    """``predict`` for several (model, pairs) jobs in one process: a model's test and calibration
+    pairs, or the transfer variants of one method. Every job gets the same seed, so variants
+    differ only in their weights; each model file is loaded once."""
     from .device import pick_device, seed_everything, set_threads
     from .models.registry import load_method
 
     set_threads(threads)
-    pairs = load_npz(pairs_path, required=PAIR_KEYS)
-    device = pick_device()
-    for model_path, out_path in zip(model_paths, out_paths, strict=True):
+    device, models = pick_device(), {}
+    for model_path, pairs_path, out_path in zip(model_paths, pairs_paths, out_paths, strict=True):
+        pairs = load_npz(pairs_path, required=PAIR_KEYS)
+        if model_path not in models:
+            models[model_path] = load_method(model_path, device=device)
         seed_everything(seed)
-        model = load_method(model_path, device=device)
-        save_npz(out_path, **model.predict(pairs["inputs"], seed=seed, progress=progress))
+        save_npz(out_path, **models[model_path].predict(pairs["inputs"], seed=seed, progress=progress))
 
 
 def evaluate(task: str, dataset: str, predictions: dict[str, str], pairs_path: str, metrics: list[str],
-             out_path: str, *, threshold: float) -> None:
+             out_path: str, *, calibrations: dict[str, str]) -> None:
     """Per-image metrics of every method (``predictions``: method -> file) on one dataset; for
-    stochastic methods also the reliability score and its flag."""
+    stochastic methods also the reliability score and its flag, against the threshold their
+    predictions of the held-out calibration images set (``calibrations``: method -> file)."""
     from .io import atomic_path
+    from .metrics.calibration import calibrated_threshold
     from .tables import evaluate_images
 
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     frames = []
     for method, path in predictions.items():
         pred = load_npz(path, required=("prediction",))
-        frames.append(evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"],
-                                      metrics, task=task, dataset=dataset, method=method,
-                                      uncertainty=pred.get("uncertainty"), threshold=threshold))
+        threshold = None
+        if "uncertainty" in pred:
+            held_out = load_npz(calibrations[method], required=("prediction", "uncertainty"))
+            threshold = calibrated_threshold(held_out["uncertainty"], held_out["prediction"])
+            print(f"{method}: reliability threshold {threshold:.4f}, the highest score on "
+                  f"{len(held_out['prediction'])} held-out image(s)")
+        rows = evaluate_images(pred["prediction"], pairs["targets"], pairs["level"], pairs["level_name"], metrics,
+                               task=task, dataset=dataset, method=method, uncertainty=pred.get("uncertainty"),
+                               threshold=threshold)
+        frames.append(rows if threshold is None else rows.assign(threshold=threshold))
     with atomic_path(out_path) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
 
@@ -179,11 +198,12 @@ def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: str, md_path: str,
-                png_path: str, *, error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> None:
+def calibration(task: str, metric_csvs: list[str], csv_path: str, md_path: str, png_path: str, *,
+                error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> None:
     """Does the reliability score flag the worst predictions? Per-image error against score, per
     dataset (the phantom and real EM differ in difficulty) and pooled, for the workflow's score
-    (relative to the prediction's contrast) and the paper's.
+    (relative to the prediction's contrast, flagged above each model's calibrated threshold) and
+    the paper's (flagged above its fixed 0.12).
 
     A prediction counts as bad when its error is in the worst ``1 - bad_quantile`` of its
     dataset's images; the table says which share of those each threshold catches.
@@ -200,14 +220,18 @@ def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: s
     sign = -1.0 if METRICS[error_metric].higher_is_better else 1.0  # error: higher is worse
     rows["error"] = sign * rows[error_metric].to_numpy(dtype=np.float64)
     rows["bad_error"] = rows.groupby("dataset")["error"].transform(lambda e: np.quantile(e, bad_quantile))
-    scores = {"reliability": ("score / contrast", threshold), "reliability_paper": ("paper score", PAPER_THRESHOLD)}
+    rows["threshold_paper"] = PAPER_THRESHOLD
+    scores = {"reliability": ("score / contrast", "threshold", "unreliable"),
+              "reliability_paper": ("paper score", "threshold_paper", "unreliable_paper")}
     summary = []
     for scope, group in [*rows.groupby(["dataset", "method"], sort=False), (("all", "all"), rows)]:
-        for column, (name, limit) in scores.items():
-            result = calibration_table(group[column].to_numpy(), group["error"].to_numpy(), limit, 0.0)
-            bad = (group["error"] > group["bad_error"]).to_numpy()
-            flagged = (group[column] > limit).to_numpy()
-            summary.append({"dataset": scope[0], "method": scope[1], "score": name, "threshold": limit,
+        bad = (group["error"] > group["bad_error"]).to_numpy()
+        for column, (name, limit, flag) in scores.items():
+            result = calibration_table(group[column].to_numpy(), group["error"].to_numpy(), 0.0, 0.0)
+            flagged = group[flag].astype(bool).to_numpy()
+            limits = group[limit].unique()
+            summary.append({"dataset": scope[0], "method": scope[1], "score": name,
+                            "threshold": float(limits[0]) if len(limits) == 1 else float("nan"),
                             "n": result["n"], "spearman": result["spearman"],
                             "score_min": float(group[column].min()), "score_max": float(group[column].max()),
                             "flagged_share": float(flagged.mean()),
@@ -216,22 +240,26 @@ def calibration(task: str, metric_csvs: list[str], threshold: float, csv_path: s
     summary = pd.DataFrame(summary)
     with atomic_path(csv_path) as tmp:
         summary.to_csv(tmp, index=False)
-    calibration_figure(png_path, rows["reliability"].to_numpy(), rows["error"].to_numpy(), threshold,
+    calibration_figure(png_path, (rows["reliability"] / rows["threshold"]).to_numpy(), rows["error"].to_numpy(), 1.0,
                        float(np.quantile(rows["error"], bad_quantile)),
                        labels=(rows["dataset"] + " " + rows["level_name"].astype(str)).to_numpy(),
-                       error_name=error_metric if sign > 0 else f"-{error_metric}")
+                       error_name=error_metric if sign > 0 else f"-{error_metric}",
+                       score_name="reliability score / the model's calibrated threshold")
     lines = [f"# {task}: reliability self-assessment", "",
              f"Per-image {error_metric} against two scores over the test images of each dataset: the workflow's "
              f"(99th percentile of the K-sample std map divided by the prediction's std, dimensionless; flagged above "
-             f"`reliability_threshold` {threshold:g}) and the paper's (the 99th percentile alone in [0, 1] units, "
-             f"flagged above {PAPER_THRESHOLD:g}; the paper does not say which intensity scale, the official code's "
-             f"[-1, 1] scale doubles the score). Spearman: rank correlation of score and {error_metric} "
-             f"(higher = the score ranks the errors); bad = {error_metric} in the worst {1 - bad_quantile:.0%} of "
-             f"its dataset; recall = bad images flagged / bad images; precision = bad among the flagged.", "",
+             f"the model's own threshold: its highest score on held-out images between the training and test "
+             f"ranges, so about 1 / (n + 1) of images like those are flagged by chance and shifted or harder ones "
+             f"more often) and the paper's (the 99th percentile alone in [0, 1] units, flagged above "
+             f"{PAPER_THRESHOLD:g}; the paper does not say which intensity scale, the official code's [-1, 1] scale "
+             f"doubles the score). Spearman: rank correlation of score and {error_metric} (higher = the score ranks "
+             f"the errors); bad = {error_metric} in the worst {1 - bad_quantile:.0%} of its dataset; recall = bad "
+             f"images flagged / bad images; precision = bad among the flagged.", "",
              "| dataset | method | score | n | Spearman | score range | flagged | recall | precision |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['score']} (> {r['threshold']:g}) | {r['n']} | "
+        limit = f"{r['threshold']:.3g}" if np.isfinite(r["threshold"]) else "each model's"
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['score']} (> {limit}) | {r['n']} | "
                      f"{r['spearman']:.2f} | {r['score_min']:.3f}-{r['score_max']:.3f} | {r['flagged_share']:.0%} | "
                      f"{_percent(r['recall'])} | {_percent(r['precision'])} |")
     write_text(md_path, "\n".join(lines) + "\n")

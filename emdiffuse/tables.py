@@ -72,6 +72,8 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
             if "reliability" in group and group["reliability"].notna().any():
                 rec.update(reliability_mean=group["reliability"].mean(),
                            unreliable_n=int(group["unreliable"].astype(bool).sum()))
+                if "threshold" in group:  # calibrated per model (``steps.evaluate``)
+                    rec["threshold"] = float(group["threshold"].max())
                 if "reliability_paper" in group:
                     rec.update(reliability_paper_mean=group["reliability_paper"].mean(),
                                unreliable_paper_n=int(group["unreliable_paper"].astype(bool).sum()))
@@ -119,13 +121,23 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
               "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
     if reliability:
         lines += [f"Reliability: 99th percentile of the K-sample std map divided by the prediction's std (its "
-                  f"contrast), dimensionless, mean over images; (flagged): images above the threshold {threshold:g}."]
+                  f"contrast), dimensionless, mean over images; (flagged): {_flag_rule(table, threshold)}."]
     if paper:
         lines += [f"Paper score: the 99th percentile alone, in [0, 1] intensity units (the official code's [-1, 1] "
                   f"scale doubles it); (flagged): above the paper's {PAPER_THRESHOLD:g}, whose scale is unpublished."]
     lines += ["", "Budgets:", ""] + ([budget_note, ""] if budget_note else [])
     lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
     return "\n".join(lines) + "\n"
+
+
+def _flag_rule(table: pd.DataFrame, threshold: float) -> str:
+    """What (flagged) means: above each model's calibrated threshold (listed), else the fixed one."""
+    if "threshold" not in table or table["threshold"].isna().all():
+        return f"images above the threshold {threshold:g}"
+    calibrated = table.dropna(subset=["threshold"]).drop_duplicates(["dataset", "method"])
+    listed = "; ".join(f"{r['dataset']} {r['method']} {r['threshold']:.3f}" for _, r in calibrated.iterrows())
+    return (f"images scoring above their model's threshold, the highest score of its predictions on held-out "
+            f"images between the training and test ranges ({listed})")
 
 
 def _flag_cell(r: pd.Series, score: str, flagged: str) -> str:

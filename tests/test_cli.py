@@ -209,3 +209,50 @@ def test_a_full_disk_is_a_message_not_a_traceback(model_path, tmp_path, capsys, 
     assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.tif"), "--output",
                  str(tmp_path / "o.tif"), "--steps", "2", "--samples", "1"]) == 2
     assert "No space left on device" in capsys.readouterr().err and not (tmp_path / "o.tif").exists()
+
+
+def test_a_volume_model_reconstructs_a_users_sections_with_the_finer_z_spacing(tmp_path):
+    """vEMDiffuse through the CLI: sections in, the slices between them out, z spacing / z-factor,
+    an uncertainty volume and one reliability score per output slice; tiling flags apply."""
+    from emdiffuse.data.phantom import generate_volume
+    from emdiffuse.models.volume_methods import build_volume_method
+    from emdiffuse.volumes import make_anisotropic, output_positions
+
+    iso, _ = generate_volume((17, 20, 28), 8.0, seed=0)
+    params = {"model": {"preset": "tiny"},
+              "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
+              "train": {"iterations": 2, "batch_size": 2, "patch": 16, "ema_decay": None},
+              "predict": {"steps": 3, "samples": 2, "tile": 64, "overlap": 4, "init": "cubic"}}
+    method = build_volume_method("vemdiffuse_i", params, z_factor=3, device=torch.device("cpu"), seed=0)
+    method.fit(iso, checkpoint_path=tmp_path / "ckpt.pt", progress=False)
+    method.save(tmp_path / "vem.pt")
+    sections = make_anisotropic(iso, 3)
+    write_tiff(tmp_path / "sections.tif", (sections * 255).astype(np.uint8), voxel_nm=(24.0, 8.0, 8.0))
+    assert main(["predict", "--model", str(tmp_path / "vem.pt"), "--input", str(tmp_path / "sections.tif"),
+                 "--output", str(tmp_path / "iso.tif"), "--steps", "2", "--tile", "16", "--overlap", "4"]) == 0
+    pred, voxel = read_tiff(tmp_path / "iso.tif")
+    depth = len(output_positions(len(sections), 3))
+    assert pred.shape == (depth, 20, 28) and voxel == pytest.approx((8.0, 8.0, 8.0))
+    unc, _ = read_tiff(tmp_path / "iso_uncertainty.tif")
+    assert unc.shape == pred.shape and unc.max() > 0
+    assert len(json.loads((tmp_path / "iso_reliability.json").read_text())["reliability"]) == depth
+    image = tmp_path / "one.tif"
+    write_tiff(image, (sections[0] * 255).astype(np.uint8))
+    assert main(["predict", "--model", str(tmp_path / "vem.pt"), "--input", str(image),
+                 "--output", str(tmp_path / "x.tif")]) == 2
+
+
+def test_a_setting_the_model_does_not_have_is_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32)).astype(np.float32)
+    care = build_method("care", {"model": {"n_first": 4}, "train": {"iterations": 1, "batch_size": 2, "patch": 16}},
+                        device=torch.device("cpu"), seed=0)
+    care.fit(x, x, checkpoint_path=tmp_path / "ckpt.pt", progress=False)
+    care.save(tmp_path / "care.pt")
+    write_tiff(tmp_path / "in.tif", (x[0] * 255).astype(np.uint8))
+    assert main(["predict", "--model", str(tmp_path / "care.pt"), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "o.tif"), "--steps", "5"]) == 2
+    assert "--steps: care has no such setting (it takes: --tile, --overlap, --batch)" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()
+    assert main(["predict", "--model", str(tmp_path / "care.pt"), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "o.tif"), "--tile", "16", "--overlap", "4"]) == 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emdiffuse.config import ConfigError
 from emdiffuse.datasets import load_volume, prepare, save_prepared
 from emdiffuse.io import load_npz
-from emdiffuse.pairs import denoise_pairs, split_slices, spread
+from emdiffuse.pairs import centre, denoise_pairs, split_slices, spread
 from emdiffuse.steps import make_pairs
 
 PAIRS = {"gt_dwell_us": 36.0, "dwell_us": [0.5, 4.0], "electrons_per_us": 20.0, "read_noise": 1.0}
@@ -18,6 +19,8 @@ def test_split_holds_out_a_z_range_with_a_gap():
     assert s["test"][0] == 48 and s["test"][-1] == 62
     assert s["train"].max() < 48 - 8
     assert set(s["train"]).isdisjoint(s["test"])
+    assert list(s["held_out"]) == [40, 42, 44, 46] and list(centre(s["held_out"], 1)) == [42]
+    assert list(centre(s["held_out"], 2)) == [42, 44] and list(centre(s["held_out"], 9)) == [40, 42, 44, 46]
 
 
 def test_split_too_small_names_the_keys():
@@ -53,16 +56,23 @@ def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
     split = {"test_fraction": 0.25, "gap": 2, "slice_step": 2}
     for run in ("a", "b"):
         make_pairs("denoise", task, split, tmp_path / "v.tif", 7, tmp_path / f"{run}_train.npz",
-                   tmp_path / f"{run}_test.npz")
+                   tmp_path / f"{run}_test.npz", tmp_path / f"{run}_cal.npz")
     a, b = load_npz(tmp_path / "a_test.npz"), load_npz(tmp_path / "b_test.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert len(a["inputs"]) == 2 * 2
     train = load_npz(tmp_path / "a_train.npz")
     assert set(train["z"]).isdisjoint(a["z"])
+    # one held-out slice (the default), at every level, from the gap between the two ranges
+    calibration = load_npz(tmp_path / "a_cal.npz")
+    assert len(calibration["inputs"]) == 2 and set(calibration["z"]) == {10}
+    assert max(train["z"]) < 10 < min(a["z"])
+    with pytest.raises(ConfigError, match=r"split.gap: 0 leaves no held-out slice .*tasks.denoise.calibration_images"):
+        make_pairs("denoise", task, {**split, "gap": 0}, tmp_path / "v.tif", 7, tmp_path / "d_train.npz",
+                   tmp_path / "d_test.npz", tmp_path / "d_cal.npz")
     assert set(load_npz(tmp_path / "l.npz")) >= {"mito", "er"}
     with pytest.warns(UserWarning, match=r"tasks.denoise.test_images: 9 asked, but .* has only 2 test slices"):
         make_pairs("denoise", {**task, "test_images": 9}, split, tmp_path / "v.tif", 7, tmp_path / "c_train.npz",
-                   tmp_path / "c_test.npz")
+                   tmp_path / "c_test.npz", tmp_path / "c_cal.npz")
 
 
 @pytest.mark.parametrize("value, words", [(np.nan, "1 of 4096 values are not finite (NaN or inf)"),

@@ -237,18 +237,20 @@ def test_real_zenodo_acquisitions_become_the_task_pairs(server, www, tmp_path, m
     paths = {k: tmp_path / f"{k}.{ext}" for k, ext in (("volume", "tif"), ("labels", "npz"), ("acq", "npz"))}
     save_prepared(prepared, paths["volume"], paths["labels"], paths["acq"])
     pairs = {"source": "real", "levels": levels, **({"factor": factor} if factor > 1 else {})}
-    make_pairs(task, {"test_images": 1, "pairs": pairs}, {"test_fraction": 0.34, "gap": 0, "slice_step": 1},
-               paths["volume"], 0, tmp_path / "train.npz", tmp_path / "test.npz", acquisitions_path=paths["acq"])
+    make_pairs(task, {"test_images": 1, "pairs": pairs}, {"test_fraction": 0.34, "gap": 1, "slice_step": 1},
+               paths["volume"], 0, tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "calibration.npz",
+               acquisitions_path=paths["acq"])
     train, test = load_npz(tmp_path / "train.npz"), load_npz(tmp_path / "test.npz")
-    assert list(train["z"]) == [0, 1] and list(test["z"]) == [2]
+    assert list(train["z"]) == [0] and list(test["z"]) == [2]
+    assert list(load_npz(tmp_path / "calibration.npz")["z"]) == [1]
     assert list(test["level_name"]) == levels
     np.testing.assert_array_equal(test["inputs"][0], prepared.acquisitions[levels[0]][2])
     np.testing.assert_array_equal(test["targets"][0], prepared.volume[2])
     check_pairing(train["inputs"], train["targets"], factor, "real pairs")  # aligned, right factor
     with pytest.raises(ValueError, match="no real acquisitions"):
         make_pairs(task, {"test_images": 1, "pairs": {**pairs, "levels": ["9us"]}},
-                   {"test_fraction": 0.34, "gap": 0, "slice_step": 1}, paths["volume"], 0,
-                   tmp_path / "x.npz", tmp_path / "y.npz", acquisitions_path=paths["acq"])
+                   {"test_fraction": 0.34, "gap": 1, "slice_step": 1}, paths["volume"], 0,
+                   tmp_path / "x.npz", tmp_path / "y.npz", tmp_path / "z.npz", acquisitions_path=paths["acq"])
 
 
 # --- chunked arrays read by region --------------------------------------------------------------

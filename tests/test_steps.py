@@ -27,17 +27,29 @@ def _predictions(path, targets, seed, uncertainty=False):
 
 
 def test_evaluate_scores_every_method_of_a_dataset_in_one_table(tmp_path):
+    """Sampled methods are flagged against the highest score of their own held-out predictions."""
+    from emdiffuse.metrics.calibration import reliability_score
+
     targets = _pairs(tmp_path / "pairs.npz", 32)
     _predictions(tmp_path / "care.npz", targets, 1)
     _predictions(tmp_path / "emdiffuse.npz", targets, 2, uncertainty=True)
+    held_out = _pairs(tmp_path / "cal_pairs.npz", 32, n=3, seed=9)
+    _predictions(tmp_path / "care_cal.npz", held_out, 3)
+    _predictions(tmp_path / "emdiffuse_cal.npz", held_out, 4, uncertainty=True)
     out = tmp_path / "metrics.csv"
     evaluate("denoise", "phantom", {"care": str(tmp_path / "care.npz"), "emdiffuse": str(tmp_path / "emdiffuse.npz")},
-             str(tmp_path / "pairs.npz"), ["PSNR"], str(out), threshold=0.12)
+             str(tmp_path / "pairs.npz"), ["PSNR"], str(out),
+             calibrations={"care": str(tmp_path / "care_cal.npz"), "emdiffuse": str(tmp_path / "emdiffuse_cal.npz")})
     rows = pd.read_csv(out)
     assert list(rows["method"]) == ["care", "care", "emdiffuse", "emdiffuse"]
     assert rows["PSNR"].between(20, 40).all()
-    assert rows.loc[rows["method"] == "care", "reliability"].isna().all()
-    assert rows.loc[rows["method"] == "emdiffuse", "reliability"].notna().all()
+    assert rows.loc[rows["method"] == "care", ["reliability", "threshold"]].isna().all().all()
+    emd = rows[rows["method"] == "emdiffuse"]
+    assert emd["reliability"].notna().all()
+    cal = np.load(tmp_path / "emdiffuse_cal.npz")
+    expected = max(reliability_score(u, p) for u, p in zip(cal["uncertainty"], cal["prediction"]))
+    assert emd["threshold"].tolist() == pytest.approx([expected] * 2)
+    assert (emd["unreliable"] == (emd["reliability"] > expected)).all()
 
 
 def test_figure_has_one_row_per_dataset(tmp_path):
@@ -57,19 +69,22 @@ def test_figure_has_one_row_per_dataset(tmp_path):
 
 def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
     """A score that ranks the errors of one dataset gets Spearman 1 there, whatever the other
-    dataset does; the paper's score is reported beside it with its own threshold."""
+    dataset does; each dataset's model has its own calibrated threshold; the paper's score is
+    reported beside it with its fixed threshold."""
     rows = []
-    for dataset, reliability in (("phantom", np.linspace(0.2, 0.8, 10)), ("real", np.linspace(0.8, 0.2, 10))):
+    for dataset, reliability, threshold in (("phantom", np.linspace(0.2, 0.8, 10), 0.5),
+                                            ("real", np.linspace(0.8, 0.2, 10), 0.7)):
         rows.append(pd.DataFrame({"task": "denoise", "dataset": dataset, "method": "emdiffuse", "image": range(10),
                                   "level": 0, "level_name": "1us", "LPIPS": np.linspace(0.1, 0.3, 10),
-                                  "reliability": reliability, "unreliable": reliability > 0.5,
+                                  "reliability": reliability, "unreliable": reliability > threshold,
+                                  "threshold": threshold,
                                   "reliability_paper": np.full(10, 0.13), "unreliable_paper": True}))
     paths = []
     for i, frame in enumerate(rows):
         paths.append(str(tmp_path / f"{i}.csv"))
         frame.to_csv(paths[-1], index=False)
     out = tmp_path / "cal"
-    calibration("denoise", paths, 0.5, f"{out}.csv", f"{out}.md", f"{out}.png")
+    calibration("denoise", paths, f"{out}.csv", f"{out}.md", f"{out}.png")
     table = pd.read_csv(f"{out}.csv").set_index(["dataset", "score"])
     assert table.loc[("phantom", "score / contrast"), "spearman"] == pytest.approx(1.0)
     assert table.loc[("real", "score / contrast"), "spearman"] == pytest.approx(-1.0)
@@ -77,5 +92,9 @@ def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
     assert table.loc[("real", "paper score"), "flagged_share"] == 1.0  # 0.13 > 0.12 everywhere
     assert np.isnan(table.loc[("real", "paper score"), "spearman"])  # a constant score ranks nothing
     assert set(table.index.get_level_values("dataset")) == {"phantom", "real", "all"}
-    assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 |" in (tmp_path / "cal.md").read_text()
+    assert table.loc[("real", "score / contrast"), "flagged_share"] == 0.2  # 0.8 and 0.73 above 0.7
+    assert np.isnan(table.loc[("all", "score / contrast"), "threshold"])  # pooled: each model its own
+    md = (tmp_path / "cal.md").read_text()
+    assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 |" in md
+    assert "| all | all | score / contrast (> each model's) | 20 |" in md
     assert imread(f"{out}.png").shape[0] > 100

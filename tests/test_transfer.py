@@ -61,7 +61,7 @@ def liver_pairs(tmp_path_factory):
     paths = {}
     for task, cfg in TASKS.items():
         paths[task] = (root / f"{task}_train.npz", root / f"{task}_test.npz")
-        make_pairs(task, cfg, SPLIT, root / "v.tif", 3, *paths[task])
+        make_pairs(task, cfg, SPLIT, root / "v.tif", 3, *paths[task], root / f"{task}_calibration.npz")
     return paths
 
 

@@ -47,6 +47,20 @@ def reliability_score(uncertainty: np.ndarray, prediction: np.ndarray) -> float:
     return paper_score(uncertainty) / contrast if contrast > 0 else float("inf")
 
 
+def calibrated_threshold(uncertainties: np.ndarray, predictions: np.ndarray) -> float:
+    """The largest :func:`reliability_score` of a model's predictions on held-out images of its own
+    training distribution: a later prediction scoring above it is less certain than any of those.
+
+    Needs no ground truth. On images like the held-out ones, about 1 / (n + 1) of n-image
+    calibrations flag a prediction by chance; on shifted data (another tissue, noisier input) the
+    scores rise and more are flagged. A threshold per model replaces one number for every task
+    and dataset, which flagged all or none of a dataset's predictions (``config/README.md``)."""
+    scores = [reliability_score(u, p) for u, p in zip(uncertainties, predictions, strict=True)]
+    if not scores:
+        raise ValueError("no held-out predictions to calibrate the reliability threshold on")
+    return float(max(scores))
+
+
 def flag_unreliable(scores: np.ndarray, threshold: float) -> np.ndarray:
     """True where the reliability score exceeds the threshold (the prediction is deemed unreliable)."""
     return np.asarray(scores, dtype=np.float64) > threshold

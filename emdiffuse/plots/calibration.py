@@ -15,6 +15,7 @@ from ..metrics.calibration import calibration_table  # noqa: E402
 def calibration_figure(
     path: str, scores: np.ndarray, errors: np.ndarray, threshold: float, bad_error: float,
     labels: np.ndarray | None = None, *, error_name: str = "error",
+    score_name: str = "reliability score (99th pct of sample std / prediction std)",
 ) -> dict:
     """Scatter of error vs score with the threshold and bad-error lines and the caught share,
     beside the recall/precision sweep over thresholds. ``labels`` (e.g. degradation level names)
@@ -29,7 +30,7 @@ def calibration_figure(
         ax.scatter(scores[sel], errors[sel], s=12, alpha=0.7, label=group or None)
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.axhline(bad_error, color="tab:red", ls=":", lw=1, label=f"bad: {error_name} > {bad_error:.3g}")
-    ax.set_xlabel("reliability score (99th pct of sample std / prediction std)")
+    ax.set_xlabel(score_name)
     ax.set_ylabel(f"per-image {error_name}")
     ax.set_title(f"threshold {threshold:g} flags {table['flagged_share']:.0%}, catches "
                  f"{table['recall']:.0%} of bad (precision {table['precision']:.0%}); "

@@ -72,14 +72,20 @@ def metric_files(wildcards):
     )
 
 
-def dataset_predictions(wildcards):
-    """Every method's test predictions on one dataset, in the task's method order."""
+def dataset_predictions(wildcards, split="test"):
+    """Every method's predictions on one dataset (of its test or its held-out calibration pairs),
+    in the task's method order."""
     return expand(
-        "results/predictions/{task}/{dataset}/{method}/test.npz",
+        "results/predictions/{task}/{dataset}/{method}/{split}.npz",
         task=wildcards.task,
         dataset=wildcards.dataset,
         method=config["tasks"][wildcards.task]["methods"],
+        split=split,
     )
+
+
+def dataset_calibrations(wildcards):
+    return dataset_predictions(wildcards, "calibration")
 
 
 def figure_predictions(wildcards):

@@ -50,6 +50,7 @@ rule make_pairs:
     output:
         train="data/pairs/{task}/{dataset}/train.npz",
         test="data/pairs/{task}/{dataset}/test.npz",
+        calibration="data/pairs/{task}/{dataset}/calibration.npz",
     params:
         task=task_entry,
         split=config["split"],

@@ -1,13 +1,13 @@
 rule evaluate:
     input:
         predictions=dataset_predictions,
+        calibrations=dataset_calibrations,
         pairs="data/pairs/{task}/{dataset}/test.npz",
     output:
         metrics="results/metrics/{task}/{dataset}.csv",
     params:
         metrics=task_metrics,
         methods=task_methods,
-        threshold=config["reliability_threshold"],
     log:
         "logs/evaluate/{task}/{dataset}.log",
     benchmark:

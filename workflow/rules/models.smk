@@ -29,8 +29,10 @@ rule predict:
     input:
         model="results/models/{task}/{dataset}/{method}/model.pt",
         pairs="data/pairs/{task}/{dataset}/test.npz",
+        calibration_pairs="data/pairs/{task}/{dataset}/calibration.npz",
     output:
         predictions="results/predictions/{task}/{dataset}/{method}/test.npz",
+        calibration="results/predictions/{task}/{dataset}/{method}/calibration.npz",
     params:
         seed=job_seed,
     log:

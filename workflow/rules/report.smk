@@ -42,8 +42,6 @@ rule calibration:
             category="Reliability",
             labels={"task": "{task}"},
         ),
-    params:
-        threshold=config["reliability_threshold"],
     log:
         "logs/calibration/{task}.log",
     benchmark:

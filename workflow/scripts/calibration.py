@@ -7,7 +7,6 @@ from emdiffuse.steps import calibration
 calibration(
     snakemake.wildcards.task,
     list(snakemake.input),
-    snakemake.params.threshold,
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.png,

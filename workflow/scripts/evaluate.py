@@ -6,12 +6,13 @@ from emdiffuse.device import set_threads
 from emdiffuse.steps import evaluate
 
 set_threads(snakemake.threads)
+methods = snakemake.params.methods
 evaluate(
     snakemake.wildcards.task,
     snakemake.wildcards.dataset,
-    dict(zip(snakemake.params.methods, snakemake.input.predictions)),
+    dict(zip(methods, snakemake.input.predictions)),
     snakemake.input.pairs,
     snakemake.params.metrics,
     snakemake.output.metrics,
-    threshold=snakemake.params.threshold,
+    calibrations=dict(zip(methods, snakemake.input.calibrations)),
 )

@@ -12,5 +12,6 @@ make_pairs(
     snakemake.params.seed,
     snakemake.output.train,
     snakemake.output.test,
+    snakemake.output.calibration,
     acquisitions_path=snakemake.input.acquisitions,
 )

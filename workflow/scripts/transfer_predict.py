@@ -7,7 +7,7 @@ from emdiffuse.steps import predict_each
 variants = list(snakemake.output.keys())
 predict_each(
     [snakemake.input[v] for v in variants],
-    snakemake.input.pairs,
+    [snakemake.input.pairs] * len(variants),
     snakemake.params.seed,
     [snakemake.output[v] for v in variants],
     threads=snakemake.threads,
