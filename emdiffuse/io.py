@@ -137,7 +137,8 @@ def _grey(array: np.ndarray, path: Path) -> np.ndarray:
                      "EM is read as grey: save one channel (or a grey conversion) as a single-channel TIFF")
 
 
-UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "micron": 1000.0, "um": 1000.0, "\u00b5m": 1000.0, "microns": 1000.0}
+UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "micron": 1000.0, "um": 1000.0, "\u00b5m": 1000.0, "microns": 1000.0,
+           "micrometer": 1000.0, "angstrom": 0.1, "millimeter": 1e6}
 
 
 def read_tiff_voxel(path: str | os.PathLike) -> tuple[float, float, float] | None:
@@ -192,49 +193,94 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
-    """Write a Zarr (v2) array atomically, 2D chunks of at most 512², voxel size in its attributes."""
-    with atomic_dir(path) as tmp:
-        _zarr_array(tmp, array, voxel_nm)
-
-
-def _zarr_array(path: Path, array: np.ndarray, voxel_nm) -> None:
+    """Write a bare Zarr (v2) array atomically, 2D chunks of at most 512², voxel size in its attributes."""
     import zarr
 
-    chunks = (1,) * (array.ndim - 2) + tuple(min(s, 512) for s in array.shape[-2:])
-    z = zarr.create_array(store=str(path), shape=array.shape, dtype=array.dtype, chunks=chunks, zarr_format=2)
-    z[...] = array
-    if voxel_nm is not None:
-        z.attrs["voxel_size_nm"] = [float(v) for v in voxel_nm]
+    with atomic_dir(path) as tmp:
+        chunks = (1,) * (array.ndim - 2) + tuple(min(s, 512) for s in array.shape[-2:])
+        z = zarr.create_array(store=str(tmp), shape=array.shape, dtype=array.dtype, chunks=chunks, zarr_format=2)
+        z[...] = array
+        if voxel_nm is not None:
+            z.attrs["voxel_size_nm"] = [float(v) for v in voxel_nm]
 
 
-def write_ome_zarr(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[float, ...] | None) -> None:
-    """A (z, y, x) volume as OME-Zarr v0.4 (one scale level, ``multiscales`` with the voxel size in nm), atomically."""
+#: the pyramid's coarsest level keeps at least this many pixels in y and x
+PYRAMID_MIN_SIZE = 64
+
+
+def write_ome_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None) -> None:
+    """A 2D image or (z, y, x) volume as OME-Zarr 0.4 (ngff-zarr), atomically: the voxel size in
+    nanometres and a multiscale pyramid, halved in y and x only (serial sections keep their z) down
+    to ``PYRAMID_MIN_SIZE``, by block means. napari and Fiji (MoBIE / BigDataViewer) open it."""
+    import ngff_zarr as nz
+
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: OME-Zarr output takes a 2D image or a (z, y, x) volume, got shape {array.shape}")
+    dims = ["z", "y", "x"][-array.ndim:]
+    scale = dict(zip(dims, (float(v) for v in voxel_nm))) if voxel_nm is not None else None
+    units = {d: "nanometer" for d in dims} if voxel_nm is not None else None
+    factors, f = [], 2
+    while min(array.shape[-2:]) // f >= PYRAMID_MIN_SIZE:
+        factors.append({**({"z": 1} if array.ndim == 3 else {}), "y": f, "x": f})
+        f *= 2
+    image = nz.to_ngff_image(array, dims=dims, scale=scale, axes_units=units, name=Path(path).stem)
+    multiscales = nz.to_multiscales(image, scale_factors=factors, method=nz.Methods.DASK_BIN_SHRINK)
+    with atomic_dir(path) as tmp:
+        nz.to_ngff_zarr(str(tmp), multiscales, version="0.4")  # 0.4: what most viewers read today
+
+
+def is_ome_zarr(path: Path) -> bool:
+    """A Zarr group with OME ``multiscales`` metadata (v0.4: ``.zattrs``; v0.5: ``zarr.json``)."""
     import json
 
+    for name in (".zattrs", "zarr.json"):
+        meta = path / name
+        if meta.is_file():
+            attrs = json.loads(meta.read_text())
+            attrs = attrs.get("attributes", attrs)  # zarr.json keeps them under "attributes"
+            if "multiscales" in attrs or "multiscales" in attrs.get("ome", {}):
+                return True
+    return False
+
+
+def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """The full-resolution level of an OME-Zarr (0.4 or 0.5) as (z, y, x) or (y, x), and its voxel
+    size in nm (None without a known length unit). Singleton channel/time axes are dropped."""
+    import ngff_zarr as nz
+
     path = Path(path)
-    with atomic_dir(path) as tmp:
-        _zarr_array(tmp / "0", volume, voxel_nm)
-        scale = [float(v) for v in voxel_nm] if voxel_nm is not None else [1.0, 1.0, 1.0]
-        multiscales = [{
-            "version": "0.4", "name": path.stem,
-            "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }]
-        (tmp / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        (tmp / ".zattrs").write_text(json.dumps({"multiscales": multiscales}))
+    try:
+        image = nz.from_ngff_zarr(str(path)).images[0]
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable OME-Zarr ({type(exc).__name__}: {exc})") from exc
+    data, dims = np.asarray(image.data), list(image.dims)
+    for axis in [d for d in dims if d not in ("z", "y", "x")]:
+        if data.shape[dims.index(axis)] != 1:
+            raise ValueError(f"{path}: has {data.shape[dims.index(axis)]} entries along '{axis}'; "
+                             f"expected one grey channel and time point")
+        data = data.take(0, axis=dims.index(axis))
+        dims.remove(axis)
+    units = image.axes_units or {}
+    factors = [UNIT_NM.get(str(units.get(d, "")).lower()) for d in dims]
+    voxel = None if None in factors else tuple(float(image.scale[d]) * f for d, f in zip(dims, factors))
+    return data, voxel
 
 
 def read_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Read a whole Zarr array and the voxel size written by :func:`write_zarr` (None if absent)."""
+    """Read a whole Zarr array (voxel size as :func:`write_zarr` writes it) or the full-resolution
+    level of an OME-Zarr group."""
     import zarr
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if is_ome_zarr(path):
+        return read_ome_zarr(path)
     try:
         z = zarr.open_array(str(path), mode="r")
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable Zarr array ({exc})") from exc
+        raise ValueError(f"{path}: not a readable Zarr array or OME-Zarr ({exc})") from exc
     voxel = z.attrs.get("voxel_size_nm")
     return np.asarray(z[...]), tuple(voxel) if voxel else None
 
@@ -249,13 +295,12 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] |
     raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None,
-                *, ome: bool = False) -> None:
-    """TIFF or Zarr by the file name; ``ome``: a (z, y, x) volume as OME-Zarr rather than a bare array."""
+def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:
+    """TIFF, or OME-Zarr for a ``.zarr`` path (with a pyramid), by the file name."""
     suffix = Path(path).suffix.lower()
     if suffix in (".tif", ".tiff"):
         write_tiff(path, array, voxel_nm)
     elif suffix == ".zarr":
-        (write_ome_zarr if ome else write_zarr)(path, array, voxel_nm)
+        write_ome_zarr(path, array, voxel_nm)
     else:
         raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")

@@ -16,7 +16,6 @@ owns q = p_{Z-1}. Pair-local methods (linear, vEMDiffuse) are therefore exactly 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
 from emdiffuse.patches import SeededSampler
-from emdiffuse.io import read_image, read_zarr, write_image
+from emdiffuse.io import read_image, write_image
 from emdiffuse.predict import tiled_apply
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
@@ -194,13 +193,6 @@ def plane_views(volume: np.ndarray) -> dict[str, np.ndarray]:
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """A (z, y, x) float32 volume and its voxel size (nm) from a TIFF stack, a Zarr array or an OME-Zarr."""
     path = Path(path)
-    if path.suffix.lower() == ".zarr" and (path / ".zattrs").exists():
-        attrs = json.loads((path / ".zattrs").read_text())
-        if "multiscales" in attrs:
-            ms = attrs["multiscales"][0]
-            array, _ = read_zarr(path / ms["datasets"][0]["path"])
-            scale = next(t["scale"] for t in ms["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
-            return _volume(array, path), tuple(float(s) for s in scale)
     array, voxel = read_image(path)
     return _volume(array, path), voxel
 
@@ -212,12 +204,12 @@ def _volume(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_volume(path: str | os.PathLike, volume: np.ndarray, voxel_nm: tuple[float, float, float] | None) -> None:
-    """Write a (z, y, x) volume: ``.tif``/``.tiff`` as an ImageJ stack, ``.zarr`` as OME-Zarr (v0.4,
-    one scale level, ``multiscales`` with the voxel size in nanometres); both atomic."""
+    """Write a (z, y, x) volume: ``.tif``/``.tiff`` as an ImageJ stack, ``.zarr`` as OME-Zarr
+    (``io.write_ome_zarr``: voxel size in nanometres, lateral pyramid); both atomic."""
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"{path}: expected a (z, y, x) volume, got shape {volume.shape}")
-    write_image(path, volume, voxel_nm, ome=True)
+    write_image(path, volume, voxel_nm)
 
 
 def _check_factor(z_factor: int) -> None:

@@ -55,6 +55,20 @@ def test_predict_zarr_image(model_path, tmp_path):
     pred, voxel = read_zarr(tmp_path / "out.zarr")
     assert pred.shape == image.shape and voxel == (5.0, 5.0)
     assert 0.0 <= pred.min() and pred.max() <= 1.0
+    assert (tmp_path / "out.zarr" / ".zattrs").exists()  # OME-Zarr: napari and Fiji open it as is
+
+
+def test_predict_reads_the_ome_zarr_the_workflow_writes(model_path, tmp_path):
+    from emdiffuse.volumes import write_volume
+
+    stack = np.random.default_rng(3).random((2, 40, 36)).astype(np.float32)
+    write_volume(tmp_path / "sections.zarr", stack, (30.0, 4.0, 4.0))
+    assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "sections.zarr"),
+                 "--output", str(tmp_path / "out.zarr"), "--samples", "2"]) == 0
+    pred, voxel = read_zarr(tmp_path / "out.zarr")
+    assert pred.shape == stack.shape and voxel == pytest.approx((30.0, 4.0, 4.0))
+    unc, _ = read_zarr(tmp_path / "out_uncertainty.zarr")
+    assert unc.shape == stack.shape
 
 
 @pytest.mark.parametrize("name, content, words", [

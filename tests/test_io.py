@@ -36,3 +36,38 @@ def test_a_killed_write_leaves_a_recognisable_partial_that_the_next_write_remove
     write_tiff(tmp_path / "o.tif", np.zeros((8, 8), np.float32))
     write_zarr(tmp_path / "o.zarr", np.zeros((8, 8), np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tif.partial-x.tif", "o.tif", "o.zarr"]
+
+
+def test_ome_zarr_round_trips_the_volume_and_voxel_size_with_a_lateral_pyramid(tmp_path):
+    import json
+
+    from emdiffuse.io import read_zarr, write_ome_zarr
+    from emdiffuse.volumes import read_volume, write_volume
+
+    volume = np.random.default_rng(0).random((5, 300, 260)).astype(np.float32)
+    write_volume(tmp_path / "v.zarr", volume, (40.0, 8.0, 8.0))
+    attrs = json.loads((tmp_path / "v.zarr" / ".zattrs").read_text())
+    datasets = attrs["multiscales"][0]["datasets"]
+    scales = [next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale") for d in datasets]
+    assert scales == [[40.0, 8.0, 8.0], [40.0, 16.0, 16.0], [40.0, 32.0, 32.0]]  # down to >= 64 px, z kept
+    array, voxel = read_volume(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(array, volume)
+    assert voxel == (40.0, 8.0, 8.0)
+    write_ome_zarr(tmp_path / "i.zarr", volume[0, :50, :40], None)  # 2D, no pixel size, no pyramid
+    image, size = read_zarr(tmp_path / "i.zarr")
+    np.testing.assert_array_equal(image, volume[0, :50, :40])
+    assert size is None
+
+
+def test_an_ome_zarr_0_5_of_another_tool_is_read_at_full_resolution_in_nanometres(tmp_path):
+    import ngff_zarr as nz
+
+    from emdiffuse.io import read_image
+
+    data = np.random.default_rng(1).random((1, 4, 128, 96)).astype(np.float32)  # (c, z, y, x)
+    image = nz.to_ngff_image(data, dims=["c", "z", "y", "x"], scale={"c": 1.0, "z": 0.03, "y": 0.005, "x": 0.005},
+                             axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
+    nz.to_ngff_zarr(str(tmp_path / "o.zarr"), nz.to_multiscales(image, scale_factors=[2]), version="0.5")
+    array, voxel = read_image(tmp_path / "o.zarr")
+    np.testing.assert_array_equal(array, data[0])
+    assert voxel == pytest.approx((30.0, 5.0, 5.0))

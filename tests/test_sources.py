@@ -223,6 +223,54 @@ def test_zenodo_record_is_verified_unzipped_and_registered(server, www, tmp_path
     assert server.paths() == ["/records/123/files/EMDiffuse_dataset.zip"]  # once, then cached
 
 
+def _paired_tiffs(tmp_path, shift=(1.5, -2.0), fields=(4, 11, 7)) -> tuple[dict, np.ndarray]:
+    """A user's own acquisitions: a clean stack of fields, a shifted noisier one, a 2x coarser one."""
+    gts = np.stack([_smooth((80, 96), seed=f) for f in fields])
+    rng = np.random.default_rng(0)
+    noisy = np.stack([ndimage.shift(g.astype(np.float32), shift, order=3, mode="nearest") for g in gts])
+    noisy = np.clip(noisy + rng.normal(0, 8, noisy.shape), 0, 255).astype(np.uint8)
+    coarse = gts.astype(np.float32).reshape(len(fields), 40, 2, 48, 2).mean(axis=(2, 4)).astype(np.uint8)
+    for name, stack in (("clean", gts), ("noisy", noisy), ("coarse", coarse)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", stack, photometric="minisblack")
+    entry = {"kind": "paired_tiff", "gt": str(tmp_path / "clean.tif"), "border": 8, "voxel_nm": [4, 4, 4],
+             "inputs": {"1us": str(tmp_path / "noisy.tif"), "sr": str(tmp_path / "coarse.tif")}}
+    return entry, gts
+
+
+def test_paired_tiffs_of_ones_own_are_registered_onto_the_clean_fields(tmp_path):
+    from emdiffuse.datasets import prepare
+
+    entry, gts = _paired_tiffs(tmp_path)
+    prepared = prepare("mine", entry, seed=0)
+    np.testing.assert_allclose(prepared.volume, gts[:, 8:-8, 8:-8] / 255.0, atol=1e-6)
+    noisy = prepared.acquisitions["1us"]
+    assert noisy.shape == prepared.volume.shape
+    assert np.abs(noisy - prepared.volume).mean() < 0.04  # the shift is undone; the added noise stays
+    assert prepared.acquisitions["sr"].shape == (3, 32, 40)  # the coarse scan stays on its own grid
+
+
+@pytest.mark.parametrize("case, words", [
+    ("other_field", "correlates with the ground truth at r ="),
+    ("far", "overlapping the ground truth"),
+    ("scale", "is not an integer down-scaling of the ground truth"),
+    ("count", "datasets.mine.inputs.1us: 2 field(s), the ground truth"),
+])
+def test_paired_tiffs_that_do_not_register_stop_with_the_file_named(tmp_path, case, words):
+    from emdiffuse.datasets import prepare
+
+    entry, gts = _paired_tiffs(tmp_path, shift=(0, 30) if case == "far" else (1.5, -2.0))
+    if case == "other_field":
+        tifffile.imwrite(tmp_path / "noisy.tif", np.stack([_smooth((80, 96), seed=50 + i) for i in range(3)]),
+                         photometric="minisblack")
+    if case == "scale":
+        tifffile.imwrite(tmp_path / "noisy.tif", np.stack([g[:53, :64] for g in gts]), photometric="minisblack")
+    if case == "count":
+        tifffile.imwrite(tmp_path / "noisy.tif", gts[:2], photometric="minisblack")
+    with pytest.raises((ValueError, ConfigError), match=re.escape(words)) as err:
+        prepare("mine", entry, seed=0)
+    assert "noisy.tif" in str(err.value) or "1us" in str(err.value)
+
+
 @pytest.mark.parametrize("task, levels, factor", [("denoise", ["0.5us"], 1), ("superres", ["sr 1.5us"], 2)])
 def test_real_zenodo_acquisitions_become_the_task_pairs(server, www, tmp_path, monkeypatch, task, levels, factor):
     """prepare -> make_pairs with ``pairs.source: real``: the real registered scans are the inputs."""

@@ -24,7 +24,7 @@ from .arrays import (
     read_zarr_local,
 )
 from .bossdb import bossdb_request, fetch_bossdb, read_bossdb
-from .files import fetch_http_file, fetch_zenodo, read_http_file, read_zenodo, zenodo_stacks
+from .files import fetch_http_file, fetch_zenodo, read_http_file, read_paired_tiff, read_zenodo, zenodo_stacks
 from .http import ChecksumError, SourceUnavailable, UnverifiedDownloadWarning
 from .register import register_pair
 
@@ -47,6 +47,7 @@ READERS: dict[str, Callable] = {
     "precomputed": read_precomputed,
     "bossdb": read_bossdb,
     "zarr_local": read_zarr_local,
+    "paired_tiff": read_paired_tiff,
 }
 
 

@@ -1,7 +1,9 @@
-"""Kinds ``http_file`` (whole TIFF volumes over HTTPS) and ``zenodo`` (a zip from a Zenodo record).
+"""Kinds ``http_file`` (whole TIFF volumes over HTTPS), ``zenodo`` (a zip from a Zenodo record)
+and ``paired_tiff`` (a user's own clean and degraded acquisitions of the same fields).
 
-Both go through pooch with a pinned hash: a download is verified before it is renamed into the
-cache, so a corrupted or truncated file never looks complete.
+Downloads go through pooch with a pinned hash: a download is verified before it is renamed into
+the cache, so a corrupted or truncated file never looks complete. Real pairs (``zenodo``,
+``paired_tiff``) are registered alike (``register_fields``).
 """
 
 from __future__ import annotations
@@ -83,39 +85,97 @@ def zenodo_stacks(
     name: str, entry: dict, cache_dir: Path, with_inputs: bool = True
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Ground truth ``<subset>/<region>/<gt>`` per region and each real acquisition (``inputs``:
-    level -> file name) registered onto it, as float32 [0, 1] (z, y, x) stacks.
-
-    Regions are independent 2D fields of view, stacked along z. An acquisition at a coarser pixel
-    size (super-resolution inputs: an integer ``factor`` times smaller) is registered onto the
-    ground truth block-averaged to its grid and stays on that grid. ``border`` ground-truth pixels
-    are dropped at each edge (registration leaves them invalid) and every image is cut to the
-    smallest common size, a multiple of each factor so coarse and fine cuts cover the same area.
-    """
+    level -> file name) registered onto it (``register_fields``). Regions are independent 2D
+    fields of view, stacked along z."""
     root = fetch_zenodo(name, entry, cache_dir) / entry["subset"]
     regions = entry.get("regions") or sorted((p.name for p in root.iterdir() if p.is_dir()), key=_natural)
     if not regions:
         raise ConfigError(f"datasets.{name}.subset: no region folders under {root}")
-    norm, register = entry.get("normalize", {}), entry.get("register", {})
     levels = entry["inputs"] if with_inputs else {}
-    gts, inputs, factors = [], {level: [] for level in levels}, {}
-    for region in map(str, regions):
-        gt = normalize(_image(root / region / entry["gt"]), norm)
-        gts.append(gt)
-        for level, filename in levels.items():
-            path = root / region / filename
-            moving = normalize(_image(path), norm)
+    gts = [(_image(root / str(region) / entry["gt"]), root / str(region) / entry["gt"]) for region in regions]
+    inputs = {level: [(_image(root / str(region) / filename), root / str(region) / filename) for region in regions]
+              for level, filename in levels.items()}
+    return register_fields(gts, inputs, entry)
+
+
+def read_paired_tiff(name: str, entry: dict, cache_dir: Path, seed: int) -> Prepared:
+    """A user's own pairs: ``gt`` a clean TIFF (a 2D image or a stack of fields) and ``inputs``
+    (level -> TIFF of the same fields, at the same or an integer times coarser pixel size) with
+    the degraded acquisitions, registered onto it; for tasks whose pairs are ``source: real``."""
+    from ..datasets import Prepared, resolve_path
+
+    def fields(key: str, given: str) -> list[tuple[np.ndarray, Path]]:
+        path = resolve_path(f"datasets.{name}.{key}", given)
+        stack = read_tiff(path)[0]
+        if stack.ndim not in (2, 3):
+            raise ConfigError(f"datasets.{name}.{key}: {path} has shape {stack.shape}; expected a 2D image or a "
+                              f"(field, y, x) stack")
+        return [(image, path) for image in (stack[None] if stack.ndim == 2 else stack)]
+
+    gts = fields("gt", entry["gt"])
+    inputs = {level: fields(f"inputs.{level}", given) for level, given in entry["inputs"].items()}
+    for level, images in inputs.items():
+        if len(images) != len(gts):
+            raise ConfigError(f"datasets.{name}.inputs.{level}: {len(images)} field(s), the ground truth "
+                              f"{entry['gt']} has {len(gts)}")
+    gt, acquisitions = register_fields(gts, inputs, entry)
+    return Prepared(gt, voxel_nm(entry), {}, acquisitions)
+
+
+#: registration is refused below this correlation of the smoothed, aligned pair (unrelated fields
+#: of EM score ~0 +- 0.03; real pairs, even at the shortest dwell, well above)
+MIN_REGISTERED_CORRELATION = 0.2
+#: ... and when the shift leaves less than this share of the field overlapping
+MIN_OVERLAP = 0.75
+
+
+def register_fields(
+    gts: list[tuple[np.ndarray, Path]], inputs: dict[str, list[tuple[np.ndarray, Path]]], entry: dict
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Ground-truth fields and each level's acquisitions of them, registered, as float32 [0, 1]
+    (field, y, x) stacks.
+
+    An acquisition at a coarser pixel size (super-resolution inputs: an integer ``factor`` times
+    smaller) is registered onto the ground truth block-averaged to its grid and stays on that grid.
+    ``border`` ground-truth pixels are dropped at each edge (registration leaves them invalid) and
+    every image is cut to the smallest common size, a multiple of each factor so coarse and fine
+    cuts cover the same area. A pair that does not register (too little overlap, no correlation:
+    another field, or the wrong file) stops with the file named.
+    """
+    norm, register = entry.get("normalize", {}), entry.get("register", {})
+    gt_images = [normalize(image, norm) for image, _ in gts]
+    aligned_inputs, factors = {level: [] for level in inputs}, {}
+    for level, images in inputs.items():
+        for gt, (image, path) in zip(gt_images, images, strict=True):
+            moving = normalize(image, norm)
             factor = _scale_factor(moving.shape, gt.shape, path)
             if factors.setdefault(level, factor) != factor:
-                raise ValueError(f"{path}: pixel size ratio x{factor} differs from x{factors[level]} in other regions")
+                raise ValueError(f"{path}: pixel size ratio x{factor} differs from x{factors[level]} in other fields")
             fixed = _block_mean(gt, factor)[: moving.shape[0], : moving.shape[1]]
             moving = moving[: fixed.shape[0], : fixed.shape[1]]
-            aligned, _ = register_pair(moving, fixed, register.get("upsample", 50), register.get("optical_flow", False))
-            inputs[level].append(aligned)
+            aligned, shift = register_pair(moving, fixed, register.get("upsample", 50),
+                                           register.get("optical_flow", False))
+            _check_registered(aligned, fixed, shift, path)
+            aligned_inputs[level].append(aligned)
     step = int(np.lcm.reduce([1, *factors.values()]))
-    cut = _common_cut(gts, entry.get("border", 32), step)
-    return np.stack([g[cut] for g in gts]), {
-        level: np.stack([im[_coarse(cut, factors[level])] for im in ims]) for level, ims in inputs.items()
+    cut = _common_cut(gt_images, entry.get("border", 32), step)
+    return np.stack([g[cut] for g in gt_images]), {
+        level: np.stack([im[_coarse(cut, factors[level])] for im in ims]) for level, ims in aligned_inputs.items()
     }
+
+
+def _check_registered(aligned: np.ndarray, fixed: np.ndarray, shift: tuple[float, float], path: Path) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    overlap = np.prod([max(0.0, 1 - abs(d) / n) for d, n in zip(shift, fixed.shape)])
+    if overlap < MIN_OVERLAP:
+        raise ValueError(f"{path}: registered with a shift of ({shift[0]:.1f}, {shift[1]:.1f}) px, which leaves "
+                         f"{overlap:.0%} of the field overlapping the ground truth (at least {MIN_OVERLAP:.0%} needed)")
+    a, b = (gaussian_filter(x, 2.0).ravel() for x in (aligned, fixed))
+    r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    if r < MIN_REGISTERED_CORRELATION:
+        raise ValueError(f"{path}: after registration it correlates with the ground truth at r = {r:.2f} "
+                         f"(< {MIN_REGISTERED_CORRELATION}): not an acquisition of the same field?")
 
 
 def _scale_factor(coarse: tuple[int, int], fine: tuple[int, int], path: Path) -> int:
