@@ -163,12 +163,13 @@ def positive_int(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emdiffuse", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("predict", help="restore an image or stack (TIFF or Zarr) with a trained model")
+    pr = sub.add_parser("predict", help="restore an image or stack, or reconstruct a volume, with a trained model")
     pr.add_argument("--model", required=True, type=Path,
                     help="model.pt written by the workflow's train or train_volume rule (or by import-official)")
     pr.add_argument("--input", required=True, type=Path,
-                    help="2D image or (z, y, x) stack: .tif/.tiff/.zarr; for a volume model, its sections")
-    pr.add_argument("--output", required=True, type=Path, help="where to write the prediction (.tif/.zarr)")
+                    help="2D image or (z, y, x) stack: TIFF, Zarr / OME-Zarr or MRC; for a volume model, its sections")
+    pr.add_argument("--output", required=True, type=Path,
+                    help="where to write the prediction: .tif, or .zarr for OME-Zarr with a pyramid")
     pr.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
     pr.add_argument("--samples", type=positive_int, help="K samples averaged (diffusion models)")
     pr.add_argument("--sampler", choices=["ancestral", "ddim", "dpmpp2m"], help="sampler (diffusion models)")

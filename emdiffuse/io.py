@@ -285,14 +285,37 @@ def read_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | 
     return np.asarray(z[...]), tuple(voxel) if voxel else None
 
 
+MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st")
+
+
+def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """An MRC image or stack (cryo-ET / FIB-SEM tools write it) and its voxel size in nm (the
+    header states Angstrom; None when it states none)."""
+    import mrcfile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with mrcfile.open(path, permissive=False) as mrc:
+            data, size = np.array(mrc.data), mrc.voxel_size
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
+    voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-data.ndim:]
+    return data, voxel if all(v > 0 for v in voxel) else None
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """A 2D image or (z, y, x) stack from TIFF or Zarr, chosen by the file name."""
+    """A 2D image or (z, y, x) stack from TIFF, Zarr / OME-Zarr or MRC, chosen by the file name."""
     suffix = Path(path).suffix.lower()
     if suffix in (".tif", ".tiff"):
         return read_tiff(path)
     if suffix == ".zarr":
         return read_zarr(path)
-    raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff or .zarr")
+    if suffix in MRC_SUFFIXES:
+        return read_mrc(path)
+    raise ValueError(f"{path}: unsupported format '{suffix}'; expected .tif, .tiff, .zarr or "
+                     f"{', '.join(MRC_SUFFIXES)}")
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float, ...] | None = None) -> None:

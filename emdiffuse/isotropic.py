@@ -251,9 +251,12 @@ def make_volume_pairs(volume_path: str, labels_path: str | None, *, z_factor: in
 # --- train / predict -------------------------------------------------------------------------------
 
 def train_volume(method: str, params: dict, z_factor: int, volume_path: str, seed: int, model_path: str,
-                 history_path: str, *, threads: int | None = None, progress: bool = True) -> None:
+                 history_path: str, *, predict: dict | None = None, threads: int | None = None,
+                 progress: bool = True) -> None:
     """Fit a learned volume method on its one training file (isotropic volume or the test sections);
-    checkpoints go beside the model so a killed run resumes."""
+    checkpoints go beside the model so a killed run resumes. ``predict``: the config's prediction
+    settings, stored in the model file so that ``emdiffuse predict`` samples as the benchmark did
+    (not a training dependency: the workflow passes them outside the rule's params)."""
     from .device import pick_device, seed_everything, set_threads
     from .models.volume_methods import build_volume_method
     from .volumes import read_volume
@@ -261,7 +264,8 @@ def train_volume(method: str, params: dict, z_factor: int, volume_path: str, see
     set_threads(threads)
     seed_everything(seed)
     volume, _ = read_volume(volume_path)
-    model = build_volume_method(method, params, z_factor=z_factor, device=pick_device(), seed=seed)
+    model = build_volume_method(method, {**params, "predict": predict or {}}, z_factor=z_factor,
+                                device=pick_device(), seed=seed)
     history = model.fit(volume, checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
     model.save(model_path)
     with atomic_path(history_path) as tmp:

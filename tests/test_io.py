@@ -71,3 +71,20 @@ def test_an_ome_zarr_0_5_of_another_tool_is_read_at_full_resolution_in_nanometre
     array, voxel = read_image(tmp_path / "o.zarr")
     np.testing.assert_array_equal(array, data[0])
     assert voxel == pytest.approx((30.0, 5.0, 5.0))
+
+
+def test_an_mrc_stack_is_read_with_its_voxel_size_in_nanometres(tmp_path):
+    import mrcfile
+
+    from emdiffuse.io import read_image
+
+    data = np.random.default_rng(2).random((3, 20, 24)).astype(np.float32)
+    with mrcfile.new(tmp_path / "tomo.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = (40.0, 40.0, 300.0)  # x, y, z in Angstrom
+    array, voxel = read_image(tmp_path / "tomo.mrc")
+    np.testing.assert_array_equal(array, data)
+    assert voxel == pytest.approx((30.0, 4.0, 4.0))
+    (tmp_path / "bad.mrc").write_bytes(b"not an mrc file at all" * 20)
+    with pytest.raises(ValueError, match="bad.mrc: not a readable MRC file"):
+        read_image(tmp_path / "bad.mrc")

@@ -229,3 +229,20 @@ def test_train_then_predict_with_the_configs_predict_settings(tmp_path):
     assert pred.shape == (4, 16, 16) and voxel == pytest.approx((8.0, 8.0, 8.0))
     with pytest.raises(ValueError, match="z_factor"):
         iso.load_for_prediction("vemdiffuse_i", predict, 4, str(model), 0)
+
+
+def test_the_model_file_keeps_the_configs_predict_settings_for_the_cli(tmp_path):
+    """`emdiffuse predict` on a workflow model samples as the benchmark did, and the stored settings
+    do not enter the training fingerprint (a resumed run with other predict settings continues)."""
+    from emdiffuse.models.volume_methods import load_volume_method
+
+    write_volume(tmp_path / "train.tif", np.random.default_rng(0).random((12, 16, 16)).astype(np.float32),
+                 (8.0, 8.0, 8.0))
+    params = {"model": {"preset": "tiny"}, "train": {"iterations": 2, "batch_size": 1, "patch": 16}}
+    for steps in (3, 5):
+        iso.train_volume("vemdiffuse_i", params, 2, str(tmp_path / "train.tif"), 0, str(tmp_path / "model.pt"),
+                         str(tmp_path / "history.csv"), predict={"sampler": "ancestral", "steps": steps,
+                                                                 "init": "cubic"}, progress=False)
+        stored = load_volume_method(tmp_path / "model.pt", device=torch.device("cpu")).params["predict"]
+        assert (stored["sampler"], stored["steps"], stored["init"]) == ("ancestral", steps, "cubic")
+    assert not list(tmp_path.glob("*.stale.*"))  # the second run resumed the first's checkpoint

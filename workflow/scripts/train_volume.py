@@ -12,5 +12,7 @@ train_volume(
     snakemake.params.seed,
     snakemake.output.model,
     snakemake.output.history,
+    # read here, not a rule param: how to predict is stored with the model but must not retrain it
+    predict=snakemake.config["methods"][snakemake.wildcards.method].get("predict"),
     threads=snakemake.threads,
 )
