@@ -66,7 +66,7 @@ def check_paths(input_path: Path, output: Path) -> None:
     """A folder is an input or output only as a Zarr store: say so before any computation."""
     for flag, path in (("--input", input_path), ("--output", output)):
         if path.is_dir() and path.suffix != ".zarr":
-            raise ValueError(f"{flag} {path}: a folder, expected an image file (.tif/.tiff) or a .zarr store")
+            raise ValueError(f"{flag} {path}: a folder, expected an image file (.tif/.tiff/.mrc) or a .zarr store")
     if not output.parent.is_dir():
         raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
 

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import assert_figure_has_content
+
 RULES = ["prepare_dataset", "make_pairs", "phantom_figure", "train", "predict", "evaluate", "figure", "table", "calibration",
          "timings", "all"]
 RULES += ["transfer_one_pair", "transfer_test_pairs", "transfer_finetune", "transfer_scratch", "transfer_predict",
@@ -218,7 +220,7 @@ def assert_transfer_outputs(root, config):
         train_z = np.load(root / "data" / "pairs" / task / t["target"] / "train.npz")["z"]
         assert one["z"][0] in train_z
     assert "Budgets" in (root / "results" / "tables" / "transfer.md").read_text()
-    assert (root / "results" / "figures" / "transfer.png").stat().st_size > 10_000
+    assert_figure_has_content(root / "results" / "figures" / "transfer.png")
 
 
 @pytest.mark.workflow
@@ -246,7 +248,7 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert set(test_config["datasets"]) < set(realism.index) and (realism["kind"] == "real EM image (2D)").sum() == 4
     assert realism.loc["fibsem_medulla", "hist_w1"] == 0 and realism.loc["phantom_vem", "cubic_psnr_x4"] < 35
     for figure in ["denoise.png", "superres.png", "phantom.png", "denoise_calibration.png", "realism.png"]:
-        assert (tmp_path / "results" / "figures" / figure).stat().st_size > 10_000
+        assert_figure_has_content(tmp_path / "results" / "figures" / figure)
     assert "Stage timings" in (tmp_path / "results" / "tables" / "timings.md").read_text()
     study = test_config["sampling_study"]
     sampling = pd.read_csv(tmp_path / "results" / "tables" / "sampling.csv")
@@ -255,7 +257,7 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert np.isfinite(run[[f"{m}_mean" for m in study["metrics"]] + ["s_per_mpix"]].to_numpy(float)).all()
     assert set(run["precision"]) == {"bf16", "fp32"} and run["is_reference"].sum() == 1
     assert "Reference: **ancestral, 4 steps" in (tmp_path / "results" / "tables" / "sampling.md").read_text()
-    assert (tmp_path / "results" / "figures" / "sampling.png").stat().st_size > 10_000
+    assert_figure_has_content(tmp_path / "results" / "figures" / "sampling.png")
     ablation = pd.read_csv(tmp_path / "results" / "tables" / "loss_ablation.csv")
     assert list(ablation["method"]) == ["loss on", "loss off"]
     assert (ablation["n"] == test_config["loss_ablation"]["images"]).all()
@@ -328,7 +330,7 @@ def check_isotropic_outputs(root, config):
     assert {"mIoU", "IoU_mito", "IoU_er", "IoU_background"} <= set(seg.columns)
     assert "background is NOT counted" in (root / "results" / "tables" / "segmentation.md").read_text()
     for figure in ["isotropic.png", "isotropic_mito3d.png"]:
-        assert (root / "results" / "figures" / figure).stat().st_size > 10_000
+        assert_figure_has_content(root / "results" / "figures" / figure)
 
 
 @pytest.mark.workflow
