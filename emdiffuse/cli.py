@@ -90,8 +90,8 @@ def apply_settings(settings: dict, args: argparse.Namespace, name: str) -> None:
 
 def predict_command(args: argparse.Namespace) -> int:
     from .device import pick_device, seed_everything, set_threads
-    from .models.methods import read_checkpoint
-    from .models.volume_methods import VOLUME_METHODS
+    from .models.registry import load_model_file
+    from .models.volume_methods import VolumeMethod
 
     check_paths(args.input, Path(args.output))
     check_outputs(args.input, Path(args.output), overwrite=args.overwrite)
@@ -102,10 +102,11 @@ def predict_command(args: argparse.Namespace) -> int:
     if image.ndim not in (2, 3):
         raise ValueError(f"{args.input}: expected a 2D image or a (z, y, x) stack, got shape {image.shape}")
     stack = to_unit_range(image, str(args.input))
-    if read_checkpoint(args.model)["method"] in VOLUME_METHODS:
-        out, voxel, squeeze = _reconstruct_volume(stack, voxel, args, device)
+    model = load_model_file(args.model, device=device)
+    if isinstance(model, VolumeMethod):
+        out, voxel, squeeze = _reconstruct_volume(model, stack, voxel, args)
     else:
-        out, voxel, squeeze = _restore_images(stack, voxel, args, device)
+        out, voxel, squeeze = _restore_images(model, stack, voxel, args)
     output = Path(args.output)
     write_image(output, squeeze(out["prediction"]), voxel)
     report = {"input": str(args.input), "model": str(args.model), "prediction": str(output)}
@@ -122,11 +123,8 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restore_images(stack: np.ndarray, voxel, args, device):
+def _restore_images(method, stack: np.ndarray, voxel, args):
     """A 2D method on an image or on every slice of a stack; the pixel size follows the output grid."""
-    from .models.registry import load_method
-
-    method = load_method(args.model, device=device)
     apply_settings(method.params.get("sample", method.params.get("predict", {})), args, method.name)
     images = stack[None] if stack.ndim == 2 else stack
     out = method.predict(images, seed=args.seed, progress=True)
@@ -134,13 +132,11 @@ def _restore_images(stack: np.ndarray, voxel, args, device):
     return out, output_voxel(voxel, images.shape, out["prediction"].shape), squeeze
 
 
-def _reconstruct_volume(stack: np.ndarray, voxel, args, device):
+def _reconstruct_volume(model, stack: np.ndarray, voxel, args):
     """A volume method (vEMDiffuse-i/-a, SR-UNet) fills in the slices between the input's sections;
     the z spacing shrinks by its z-factor. Reliability is scored per output XY slice."""
-    from .models.volume_methods import load_volume_method
     from .volumes import isotropic_voxel
 
-    model = load_volume_method(args.model, device=device)
     if stack.ndim != 3:
         raise ValueError(f"{args.input}: {model.name} reconstructs a (z, y, x) stack of sections, got a 2D image")
     apply_settings(model.params["predict"], args, model.name)

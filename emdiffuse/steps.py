@@ -106,17 +106,12 @@ def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str
         pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
 
 
-def predict(model_path: str, pairs_path: str, seed: int, out_path: str, *,
+def predict(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,
             threads: int | None = None, progress: bool = True) -> None:
-    """Restore every test input; stochastic methods also write their uncertainty maps."""
-    predict_each([model_path], [pairs_path], seed, [out_path], threads=threads, progress=progress)
-
-
-def predict_each(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,
-                 threads: int | None = None, progress: bool = True) -> None:
-    """``predict`` for several (model, pairs) jobs in one process: a model's test and calibration
-    pairs, or the transfer variants of one method. Every job gets the same seed, so variants
-    differ only in their weights; each model file is loaded once."""
+    """Restore every input of each (model, pairs) job in one process (a model's test and held-out
+    calibration pairs, or the transfer variants of one method); stochastic methods also write their
+    uncertainty maps. Every job gets the same seed, so variants differ only in their weights; each
+    model file is loaded once."""
     from .device import pick_device, seed_everything, set_threads
     from .models.registry import load_method
 
@@ -210,7 +205,7 @@ def calibration(task: str, metric_csvs: list[str], csv_path: str, md_path: str, 
     """
     from .io import atomic_path
     from .metrics import METRICS
-    from .metrics.calibration import PAPER_THRESHOLD, calibration_table
+    from .metrics.calibration import PAPER_THRESHOLD, rank_correlation
     from .plots.calibration import calibration_figure
 
     rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
@@ -227,12 +222,11 @@ def calibration(task: str, metric_csvs: list[str], csv_path: str, md_path: str, 
     for scope, group in [*rows.groupby(["dataset", "method"], sort=False), (("all", "all"), rows)]:
         bad = (group["error"] > group["bad_error"]).to_numpy()
         for column, (name, limit, flag) in scores.items():
-            result = calibration_table(group[column].to_numpy(), group["error"].to_numpy(), 0.0, 0.0)
             flagged = group[flag].astype(bool).to_numpy()
             limits = group[limit].unique()
             summary.append({"dataset": scope[0], "method": scope[1], "score": name,
                             "threshold": float(limits[0]) if len(limits) == 1 else float("nan"),
-                            "n": result["n"], "spearman": result["spearman"],
+                            "n": len(group), "spearman": rank_correlation(group[column], group["error"]),
                             "score_min": float(group[column].min()), "score_max": float(group[column].max()),
                             "flagged_share": float(flagged.mean()),
                             "recall": float((flagged & bad).sum() / bad.sum()) if bad.any() else float("nan"),

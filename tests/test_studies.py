@@ -186,7 +186,7 @@ def test_loss_ablation_wiring_trains_predicts_and_summarises(study_files, tmp_pa
         model, history = tmp_path / variant / "model.pt", tmp_path / variant / "history.csv"
         steps.train("emdiffuse", params, tmp_path / "train.npz", 11, model, history, progress=False)
         predictions[variant], histories[variant] = tmp_path / variant / "test.npz", history
-        steps.predict(model, study_files / "subset.npz", 5, predictions[variant], progress=False)
+        steps.predict([model], [study_files / "subset.npz"], 5, [predictions[variant]], progress=False)
     assert "difficulty" in load_npz(predictions["on"]) and "difficulty" not in load_npz(predictions["off"])
     about = {"task": "denoise", "dataset": "toy", "crop": 32}
     studies.loss_ablation(predictions, histories, study_files / "subset.npz", METRICS, "6 iterations", about,

@@ -74,6 +74,15 @@ def _catch_rates(flagged: np.ndarray, bad: np.ndarray) -> tuple[float, float, fl
     return float(flagged.mean()), float(recall), float(precision)
 
 
+def rank_correlation(scores: np.ndarray, errors: np.ndarray) -> float:
+    """Spearman correlation of score and error (does the score rank the errors?); nan when either
+    is constant or there are fewer than 3 images."""
+    scores, errors = np.asarray(scores, dtype=np.float64), np.asarray(errors, dtype=np.float64)
+    if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(errors) == 0:
+        return float("nan")
+    return float(spearmanr(scores, errors).statistic)
+
+
 def calibration_table(scores: np.ndarray, errors: np.ndarray, threshold: float, bad_error: float) -> dict:
     """How well the score ranks the error and how well the threshold catches bad predictions.
 
@@ -89,8 +98,7 @@ def calibration_table(scores: np.ndarray, errors: np.ndarray, threshold: float, 
     if not (np.isfinite(scores).all() and np.isfinite(errors).all()):
         raise ValueError("scores and errors must be finite")
     bad = errors > bad_error
-    constant = np.ptp(scores) == 0 or np.ptp(errors) == 0
-    spearman = float("nan") if constant or len(scores) < 3 else float(spearmanr(scores, errors).statistic)
+    spearman = rank_correlation(scores, errors)
     flagged_share, recall, precision = _catch_rates(flag_unreliable(scores, threshold), bad)
     thresholds = np.unique(scores)
     sweep = np.array([_catch_rates(flag_unreliable(scores, t), bad) for t in thresholds]).reshape(-1, 3)

@@ -13,6 +13,7 @@ by the scale before they are concatenated.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def import_official(checkpoint: str | Path, task: str, output: str | Path, *, lo
     if task not in TASK_SCALES:
         raise ValueError(f"task must be one of {sorted(TASK_SCALES)}, got {task!r}")
     checkpoint = Path(checkpoint)
+    content = checkpoint.read_bytes()  # read once: loaded and fingerprinted
     try:
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        raw = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{checkpoint}: not a readable PyTorch checkpoint ({exc})") from exc
     state = official_unet_state(raw, str(checkpoint))
@@ -66,7 +68,7 @@ def import_official(checkpoint: str | Path, task: str, output: str | Path, *, lo
                          f"(config/EMDiffuse-n.json): {str(exc).splitlines()[0]}") from exc
     method.scale = TASK_SCALES[task]
     method.save(output)
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(content).hexdigest()[:16]
     log(f"{checkpoint} (sha256 {digest}...): official EMDiffuse U-Net, {len(state)} tensors, "
         f"{'with' if difficulty else 'without'} the difficulty head, x{method.scale} -> {output}")
     return method

@@ -2,13 +2,13 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.steps import predict_each
+from emdiffuse.steps import predict
 
 # The test pairs, and the held-out calibration pairs where the rule asks for their predictions.
 jobs = [(snakemake.input.pairs, snakemake.output.predictions)]
 if "calibration" in snakemake.output.keys():
     jobs.append((snakemake.input.calibration_pairs, snakemake.output.calibration))
-predict_each(
+predict(
     [snakemake.input.model] * len(jobs),
     [pairs for pairs, _ in jobs],
     snakemake.params.seed,

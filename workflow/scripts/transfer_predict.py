@@ -2,10 +2,10 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.steps import predict_each
+from emdiffuse.steps import predict
 
 variants = list(snakemake.output.keys())
-predict_each(
+predict(
     [snakemake.input[v] for v in variants],
     [snakemake.input.pairs] * len(variants),
     snakemake.params.seed,
