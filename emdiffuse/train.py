@@ -209,10 +209,9 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training with ``amp`` on ``device``; None is float32.
 
     True: bf16 (on CUDA without bf16, fp16 with loss scaling; on MPS float32). "auto": the same on
-    CUDA; on the CPU bf16 only where it has bf16 matrix units (Intel AMX, :func:`bf16_pays`), where CPU autocast pays
-    (measured on a 2-core AMX Xeon, ``bench/train_speed.py --amp``: EMDiffuse cpu-small 1.5x, CARE
-    2.6x the float32 iterations per second); else float32 (on an AVX512-BF16 EPYC without AMX, bf16
-    autocast inference ran at about the float32 rate).
+    CUDA; on the CPU bf16 where it has bf16 instructions (AMX or AVX512-BF16, :func:`bf16_pays`),
+    where CPU autocast pays (``bench/train_speed.py --amp``, EMDiffuse cpu-small / CARE against
+    float32: 1.5x / 2.6x on a 2-core AMX Xeon, 1.33x / 1.78x on a 2-core AVX512-BF16 EPYC); else float32.
     Weights, optimiser state and the loss stay float32 either way.
     """
     if amp not in AMP_MODES or not isinstance(amp, (bool, str)):

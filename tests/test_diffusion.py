@@ -305,13 +305,15 @@ def test_condition_init_removes_the_short_chains_bias_and_narrows_the_spread():
 
 
 def test_auto_precision_is_bf16_only_where_it_pays(monkeypatch):
-    """auto: bf16 on CUDA and on AMX CPUs, float32 on other CPUs (where bf16 is 2-3x slower)."""
+    """auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, float32 on other CPUs (where bf16 is
+    emulated, 2-3x slower)."""
     import emdiffuse.device
 
     cpu = torch.device("cpu")
-    for amx, expected in ((True, "bf16"), (False, "fp32")):
+    for amx, avx512_bf16, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
-        assert emdiffuse.device.bf16_pays(cpu) is amx
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert emdiffuse.device.bf16_pays(cpu) is (expected == "bf16")
         assert resolve_precision("auto", cpu) == expected
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"

@@ -7,6 +7,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from emdiffuse.device import bf16_pays
 from emdiffuse.patches import PatchSampler
 from emdiffuse.train import amp_dtype, train_loop
 
@@ -117,7 +118,7 @@ def test_finished_run_is_not_retrained_and_a_foreign_checkpoint_is_kept_aside(tm
 def test_amp_modes():
     cpu = torch.device("cpu")
     assert amp_dtype(False, cpu) is None and amp_dtype(True, cpu) == torch.bfloat16
-    assert amp_dtype("auto", cpu) == (torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None)
+    assert amp_dtype("auto", cpu) == (torch.bfloat16 if bf16_pays(cpu) else None)
     assert amp_dtype(True, torch.device("mps")) is None
     with pytest.raises(ValueError, match="train.amp must be one of"):
         amp_dtype("bf16", cpu)

@@ -40,7 +40,7 @@ Gaussian toy in ``tests/test_diffusion.py``).
 network runs on.
 
 ``precision="bf16"`` runs only the network under autocast (bfloat16; float16 on CUDA without
-bf16; MPS stays float32); "auto" does so only where that is faster than float32 (CUDA, AMX CPUs) on channels-last tensors; the sampler state (x_t, x0, the solver's
+bf16; MPS stays float32); "auto" does so only where that is faster than float32 (CUDA, CPUs with AMX or AVX512-BF16) on channels-last tensors; the sampler state (x_t, x0, the solver's
 history) stays float32, so low precision enters only through the noise estimate.
 
 ``loss="aleatoric"``: the paper's difficulty-aware loss (see :func:`aleatoric_loss`); the net then

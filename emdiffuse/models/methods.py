@@ -401,7 +401,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     ``difficulty``: s averaged over five noise levels, on the K samples (log of the predicted noise
     error scale; higher = harder). ``sample.precision``: "bf16" runs the network in bfloat16
     autocast on channels-last tensors (sampler state float32), "fp32" is the exact path, "auto"
-    (default) is bf16 where that is faster (CUDA, AMX CPUs), else fp32.
+    (default) is bf16 where that is faster (CUDA, CPUs with AMX or AVX512-BF16), else fp32.
     """
 
     name = "emdiffuse"
