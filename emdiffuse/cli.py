@@ -187,7 +187,33 @@ def parser() -> argparse.ArgumentParser:
                     help="EMDiffuse-n (denoise) or EMDiffuse-r (superres, x2)")
     im.add_argument("--output", required=True, type=Path, help="model file to write (model.pt)")
     im.set_defaults(func=import_command)
+
+    ex = sub.add_parser("export-bmz", help="package a trained 2D model for the BioImage Model Zoo")
+    ex.add_argument("--model", required=True, type=Path, help="model file (care, rcan, pssr, emdiffuse, emdiffuse_v)")
+    ex.add_argument("--output", required=True, type=Path, help="package to write (.zip)")
+    ex.add_argument("--test-image", type=Path,
+                    help="2D image (or stack: its middle slice) on the model's input grid for the package's test "
+                         "tensors (default: the shipped real FIB-SEM volume, pooled to the input grid)")
+    ex.add_argument("--size", type=positive_int, default=64, help="test tensor side on the target grid, px")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    ex.set_defaults(func=export_command)
     return p
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .bmz import export_bmz
+
+    if not args.model.is_file():
+        raise ValueError(f"--model {args.model}: no such file")
+    if args.output.exists() and not args.overwrite:
+        raise ValueError(f"--output {args.output}: exists (pass --overwrite to replace it)")
+    image = None
+    if args.test_image is not None:
+        image, _ = read_image(args.test_image)
+        image = image[len(image) // 2] if image.ndim == 3 else image
+    path = export_bmz(args.model, args.output, test_image=image, size=args.size)
+    print(f"wrote {path}")
+    return 0
 
 
 def import_command(args: argparse.Namespace) -> int:

@@ -145,10 +145,14 @@ class RCANMethod(LowResInputMethod):
         name = self.params["variant"]
         return RCAN_VARIANTS[name if name != "auto" else "denoise" if self.scale == 1 else "superres"]
 
-    def _network(self):
+    def network_kwargs(self) -> dict:
+        """The ``RCAN`` arguments of this variant and scale (JSON values)."""
         v = self._variant()
         model = {k: v["model"][k] if value is None else value for k, value in self.params["model"].items()}
-        return RCAN(**model, scale=self.scale, **v["net"])
+        return {**model, "scale": self.scale, **v["net"]}
+
+    def _network(self):
+        return RCAN(**self.network_kwargs())
 
     def _train_value(self, key):
         value = self.params["train"][key]
@@ -208,8 +212,12 @@ class PSSRMethod(LowResInputMethod):
         super()._build()
         self.stats = (0.0, 1.0)  # mean, std of the training inputs
 
+    def network_kwargs(self) -> dict:
+        """The ``PSSRUNet`` arguments of this scale (JSON values)."""
+        return {"scale": self.scale, **self.params["model"]}
+
     def _network(self):
-        return PSSRUNet(self.scale, **self.params["model"])
+        return PSSRUNet(**self.network_kwargs())
 
     def _forward(self, x):
         mean, std = self.stats

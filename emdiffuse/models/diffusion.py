@@ -261,15 +261,14 @@ class ConditionalDiffusion(nn.Module):
                 raise ValueError(f"x0_init has shape {tuple(x0_init.shape)}, the samples {tuple(x.shape)}")
             abar_start = self.start_alpha_bar(sampler, steps, spacing)
             x = math.sqrt(abar_start) * x0_init.float() + math.sqrt(1 - abar_start) * x
+        chain = self.chain(sampler, steps, spacing)
         with self._network(precision, cond.device) as net:
             pred_fn = self._predictor(net, cond.float())
             if sampler == "ancestral":
-                return self._ancestral(pred_fn, x, steps, generator, clip_x0, progress, noise_groups)
-            abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
-            abar_next = np.append(abar[1:], 1.0)
+                return self._ancestral(pred_fn, x, chain, generator, clip_x0, progress, noise_groups)
             if sampler == "ddim":
-                return self._ddim(pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta, noise_groups)
-            return self._dpmpp2m(pred_fn, x, abar, abar_next, clip_x0, progress)
+                return self._ddim(pred_fn, x, chain, generator, clip_x0, progress, eta, noise_groups)
+            return self._dpmpp2m(pred_fn, x, chain, clip_x0, progress)
 
     @torch.no_grad()
     def difficulty(self, cond: torch.Tensor, x0: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -357,24 +356,35 @@ class ConditionalDiffusion(nn.Module):
             eps = (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
         return x0, eps
 
-    def _ancestral(self, pred_fn, x, steps, generator, clip_x0, progress, groups):
-        betas = self._ancestral_betas(steps)
-        abar = np.cumprod(1 - betas)
-        abar_prev = np.append(1.0, abar[:-1])
-        coef_x0 = betas * np.sqrt(abar_prev) / (1 - abar)
-        coef_xt = (1 - abar_prev) * np.sqrt(1 - betas) / (1 - abar)
-        std = np.sqrt(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20))  # posterior, log-clipped
-        for i in tqdm(range(len(betas) - 1, -1, -1), disable=not progress, desc="ancestral"):
-            x0, _ = pred_fn(x, abar[i])  # eps-prediction: the official sqrt(1/abar) x - sqrt(1/abar - 1) eps
+    def chain(self, sampler: str, steps: int | None, spacing: str = "quadratic") -> dict[str, np.ndarray]:
+        """The noise levels a sampler visits, in the order it visits them (float64): ``abar`` (and for
+        ddim/dpmpp2m ``abar_next``, ending at 1); for ancestral also the posterior coefficients of
+        x0 and x_t and the posterior std. The exported sampler (``emdiffuse.models.frozen``) runs
+        the same chain."""
+        if sampler == "ancestral":
+            betas = self._ancestral_betas(steps)
+            abar = np.cumprod(1 - betas)
+            abar_prev = np.append(1.0, abar[:-1])
+            coefs = {"abar": abar, "coef_x0": betas * np.sqrt(abar_prev) / (1 - abar),
+                     "coef_xt": (1 - abar_prev) * np.sqrt(1 - betas) / (1 - abar),
+                     "std": np.sqrt(np.maximum(betas * (1 - abar_prev) / (1 - abar), 1e-20))}  # posterior, log-clipped
+            return {k: v[::-1].copy() for k, v in coefs.items()}
+        abar = self.test_alpha_bar[self._timesteps(steps, spacing)]
+        return {"abar": abar, "abar_next": np.append(abar[1:], 1.0)}
+
+    def _ancestral(self, pred_fn, x, chain, generator, clip_x0, progress, groups):
+        last = len(chain["abar"]) - 1
+        for i in tqdm(range(last + 1), disable=not progress, desc="ancestral"):
+            x0, _ = pred_fn(x, chain["abar"][i])  # eps-prediction: the official sqrt(1/abar) x - sqrt(1/abar - 1) eps
             if clip_x0:
                 x0 = x0.clamp(-1, 1)
-            x = coef_x0[i] * x0 + coef_xt[i] * x
-            if i > 0:
-                x = x + std[i] * _randn(x.shape, x, generator, groups)
+            x = chain["coef_x0"][i] * x0 + chain["coef_xt"][i] * x
+            if i < last:
+                x = x + chain["std"][i] * _randn(x.shape, x, generator, groups)
         return x
 
-    def _ddim(self, pred_fn, x, abar, abar_next, generator, clip_x0, progress, eta, groups):
-        for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="ddim"):
+    def _ddim(self, pred_fn, x, chain, generator, clip_x0, progress, eta, groups):
+        for a, a_next in tqdm(list(zip(chain["abar"], chain["abar_next"])), disable=not progress, desc="ddim"):
             x0, eps = self._x0_and_eps(pred_fn, x, a, clip_x0)
             sigma = eta * math.sqrt((1 - a_next) / (1 - a) * (1 - a / a_next))
             x = math.sqrt(a_next) * x0 + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * eps
@@ -382,9 +392,9 @@ class ConditionalDiffusion(nn.Module):
                 x = x + sigma * _randn(x.shape, x, generator, groups)
         return x
 
-    def _dpmpp2m(self, pred_fn, x, abar, abar_next, clip_x0, progress):
+    def _dpmpp2m(self, pred_fn, x, chain, clip_x0, progress):
         x0_prev, h_prev = None, None
-        for a, a_next in tqdm(list(zip(abar, abar_next)), disable=not progress, desc="dpmpp2m"):
+        for a, a_next in tqdm(list(zip(chain["abar"], chain["abar_next"])), disable=not progress, desc="dpmpp2m"):
             x0, _ = self._x0_and_eps(pred_fn, x, a, clip_x0)
             if a_next < 1.0:  # the last step ends at sigma = 0, where the solution is x0 itself
                 h = _log_snr(a_next) - _log_snr(a)

@@ -75,6 +75,11 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def image_seed(seed: int, image: int) -> int:
+    """The sampling generator's seed for the ``image``-th image of a prediction with ``seed``."""
+    return int(np.random.SeedSequence([seed, image]).generate_state(1)[0])
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a method file written by :meth:`Method.save`; clear errors for missing/foreign files."""
     path = Path(path)
@@ -502,7 +507,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             # One CPU generator per image (an image's output does not depend on which others are
             # predicted); the sampler draws on it and moves the noise to the model's device, so a
             # seed gives the same noise on every device.
-            generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+            generator = torch.Generator().manual_seed(image_seed(seed, i))
             cond = upsample(image[None], self.scale, "bilinear")[0]
             outputs.append(tiled_apply(lambda tiles, g=generator: self.sample_tiles(tiles, g), cond, tile=s["tile"],
                                        overlap=s["overlap"], batch=s["batch"], multiple=self.multiple,

@@ -152,9 +152,9 @@ class UnetBlock(nn.Module):
         self.conv2 = conv_layer(self.out_channels, self.out_channels, self_attention=self_attention)
 
     def forward(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.shuf(up)
-        if up.shape[-2:] != skip.shape[-2:]:
-            up = F.interpolate(up, skip.shape[-2:], mode="nearest")
+        # to the skip's size (the pooled bottleneck is 1 px): always called, the identity where the
+        # sizes agree, so that a traced network (BioImage Model Zoo export) follows every input size
+        up = F.interpolate(self.shuf(up), skip.shape[-2:], mode="nearest")
         return self.conv2(self.conv1(F.relu(torch.cat([up, self.bn(skip)], 1))))
 
 
