@@ -12,29 +12,51 @@ SR-UNet) turns a stack of sections into the isotropic volume between them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .io import read_image, write_image, write_text
+from tqdm.auto import tqdm
+
+from .io import open_image, read_image, staged_output, write_text
 from .metrics.calibration import DEFAULT_THRESHOLD, flag_unreliable, reliability_score
 
 
-def to_unit_range(image: np.ndarray, source: str) -> np.ndarray:
-    """8-bit images are divided by 255 (as the official code loads them); others are mapped from
-    their 0.1-99.9 percentiles to [0, 1]."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"{source}: unsupported pixel type {image.dtype}; expected grey-level intensities")
-    from .datasets import percentile_normalize
+#: values the input's percentiles are taken from: all of them up to this many, else evenly spaced slices
+PERCENTILE_SAMPLE = 1 << 24
 
+
+def unit_range(image, source: str):
+    """A function mapping slabs of ``image`` to [0, 1] float32: 8-bit images are divided by 255 (as
+    the official code loads them); others are mapped from their 0.1-99.9 percentiles (of the whole
+    input, or of evenly spaced slices of one with more than ``PERCENTILE_SAMPLE`` values)."""
+    from .datasets import normalize_between, percentile_bounds
+
+    if image.dtype == np.uint8:
+        return lambda slab: np.asarray(slab, dtype=np.float32) / 255.0
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise ValueError(f"{source}: unsupported pixel type {image.dtype}; expected grey-level intensities")
+    every = 1
+    if image.ndim == 3:
+        every = max(1, math.ceil(math.prod(image.shape) / PERCENTILE_SAMPLE))
     try:
-        return percentile_normalize(image, 0.1, 99.9)
+        bounds = percentile_bounds(np.asarray(image[::every] if every > 1 else image[...]), 0.1, 99.9)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc} (nothing was written)") from exc
+
+    def mapped(slab) -> np.ndarray:
+        slab = np.asarray(slab)
+        if every > 1 and not np.isfinite(slab).all():
+            raise ValueError(f"{source}: holds values that are not finite (NaN or inf); fill or crop them first "
+                             f"(nothing was written)")
+        return normalize_between(slab, *bounds)
+
+    return mapped
 
 
 def sibling(path: Path, tag: str) -> Path:
@@ -98,51 +120,81 @@ def predict_command(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     set_threads(args.threads)
     seed_everything(args.seed)
-    image, voxel = read_image(args.input)
+    image, voxel = open_image(args.input)
     if image.ndim not in (2, 3):
         raise ValueError(f"{args.input}: expected a 2D image or a (z, y, x) stack, got shape {image.shape}")
-    stack = to_unit_range(image, str(args.input))
+    to_unit = unit_range(image, str(args.input))
     model = load_model_file(args.model, device=device)
-    if isinstance(model, VolumeMethod):
-        out, voxel, squeeze = _reconstruct_volume(model, stack, voxel, args)
-    else:
-        out, voxel, squeeze = _restore_images(model, stack, voxel, args)
+    restore = _reconstruct_volume if isinstance(model, VolumeMethod) else _restore_images
     output = Path(args.output)
-    write_image(output, squeeze(out["prediction"]), voxel)
     report = {"input": str(args.input), "model": str(args.model), "prediction": str(output)}
-    if "uncertainty" in out:
-        scores = [reliability_score(u, p) for u, p in zip(out["uncertainty"], out["prediction"])]
-        flags = flag_unreliable(np.asarray(scores), args.threshold)
-        write_image(sibling(output, "uncertainty"), squeeze(out["uncertainty"]), voxel)
-        report.update(uncertainty=str(sibling(output, "uncertainty")), threshold=args.threshold,
-                      reliability=[float(s) for s in scores], unreliable=[bool(f) for f in flags])
-        print(f"reliability (99th percentile of the uncertainty / the prediction's std): max {max(scores):.4f}; "
-              f"{int(flags.sum())} of {len(flags)} image(s) above the threshold {args.threshold}")
+    report.update(restore(model, image, to_unit, voxel, output, args))
     write_text(sibling(output, "reliability").with_suffix(".json"), json.dumps(report, indent=2))
     print(f"wrote {output}")
     return 0
 
 
-def _restore_images(method, stack: np.ndarray, voxel, args):
-    """A 2D method on an image or on every slice of a stack; the pixel size follows the output grid."""
+def _restore_images(method, image, to_unit, voxel, output: Path, args) -> dict:
+    """A 2D method on an image, or slice by slice on a stack (read and written one slice at a time);
+    the pixel size follows the output grid."""
     apply_settings(method.params.get("sample", method.params.get("predict", {})), args, method.name)
-    images = stack[None] if stack.ndim == 2 else stack
-    out = method.predict(images, seed=args.seed, progress=True)
-    squeeze = (lambda a: a[0]) if stack.ndim == 2 else (lambda a: a)
-    return out, output_voxel(voxel, images.shape, out["prediction"].shape), squeeze
+    stack = image.ndim == 3
+    first = method.predict(to_unit(image[0] if stack else image[...])[None], seed=args.seed, progress=not stack)
+    shape = first["prediction"].shape[1:]
+    out_shape = (image.shape[0], *shape) if stack else shape
+    voxel = output_voxel(voxel, image.shape, out_shape)
+
+    def slabs():
+        yield 0, first
+        for i in tqdm(range(1, image.shape[0] if stack else 1), desc="slices", initial=1,
+                      total=image.shape[0] if stack else 1, disable=not stack, dynamic_ncols=True):
+            yield i, method.predict(to_unit(image[i])[None], seed=args.seed, progress=False, start=i)
+
+    return _write_outputs(slabs(), out_shape, voxel, output, "uncertainty" in first, args.threshold)
 
 
-def _reconstruct_volume(model, stack: np.ndarray, voxel, args):
-    """A volume method (vEMDiffuse-i/-a, SR-UNet) fills in the slices between the input's sections;
-    the z spacing shrinks by its z-factor. Reliability is scored per output XY slice."""
-    from .volumes import isotropic_voxel
+def _reconstruct_volume(model, image, to_unit, voxel, output: Path, args) -> dict:
+    """A volume method (vEMDiffuse-i/-a, SR-UNet) fills in the slices between the input's sections,
+    z chunk by z chunk (``predict.chunk`` sections read at a time); the z spacing shrinks by its
+    z-factor. Reliability is scored per output XY slice."""
+    from .volumes import isotropic_voxel, output_positions
 
-    if stack.ndim != 3:
+    if image.ndim != 3:
         raise ValueError(f"{args.input}: {model.name} reconstructs a (z, y, x) stack of sections, got a 2D image")
     apply_settings(model.params["predict"], args, model.name)
-    out = model.predict(stack, seed=args.seed, progress=True)
-    print(f"{model.name}: {len(stack)} sections -> {len(out['prediction'])} slices (x{model.z_factor} in z)")
-    return out, (isotropic_voxel(voxel, model.z_factor) if voxel is not None else None), (lambda a: a)
+    out_shape = (len(output_positions(image.shape[0], model.z_factor)), *image.shape[1:])
+    chunks = model.predict_chunks(image, seed=args.seed, progress=True, transform=to_unit)
+    first = next(chunks)
+    report = _write_outputs(itertools.chain([first], chunks), out_shape,
+                            isotropic_voxel(voxel, model.z_factor) if voxel is not None else None, output,
+                            "uncertainty" in first[1], args.threshold)
+    print(f"{model.name}: {image.shape[0]} sections -> {out_shape[0]} slices (x{model.z_factor} in z)")
+    return report
+
+
+def _write_outputs(slabs, shape, voxel, output: Path, uncertain: bool, threshold: float) -> dict:
+    """Stream (first slice, outputs) slabs into the prediction (and uncertainty) files; score each
+    slice's reliability as it passes. A 2D ``shape`` is one image, written as 2D."""
+    keys = ["prediction", *(["uncertainty"] if uncertain else [])]
+    paths = {"prediction": output, "uncertainty": sibling(output, "uncertainty")}
+    scores = []
+    with contextlib.ExitStack() as stack:
+        staged = {key: stack.enter_context(staged_output(paths[key], shape, voxel)) for key in keys}
+        for i, out in slabs:
+            for key in keys:
+                if len(shape) == 2:
+                    staged[key][...] = out[key][0]
+                else:
+                    staged[key][i:i + len(out[key])] = out[key]
+            if uncertain:
+                scores += [reliability_score(u, p) for u, p in zip(out["uncertainty"], out["prediction"])]
+    if not uncertain:
+        return {}
+    flags = flag_unreliable(np.asarray(scores), threshold)
+    print(f"reliability (99th percentile of the uncertainty / the prediction's std): max {max(scores):.4f}; "
+          f"{int(flags.sum())} of {len(flags)} image(s) above the threshold {threshold}")
+    return {"uncertainty": str(paths["uncertainty"]), "threshold": threshold,
+            "reliability": [float(s) for s in scores], "unreliable": [bool(f) for f in flags]}
 
 
 def positive_int(text: str) -> int:

@@ -89,14 +89,24 @@ def fill_voxel_sizes(config: dict) -> None:
 
 
 def percentile_normalize(volume: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
-    """Map the [pmin, pmax] percentiles to [0, 1] and clip (robust to a few hot or dead pixels).
-    Non-finite values are refused: one NaN makes every percentile, and so the whole volume, NaN."""
-    bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+    """Map the [pmin, pmax] percentiles to [0, 1] and clip (robust to a few hot or dead pixels)."""
+    return normalize_between(volume, *percentile_bounds(volume, pmin, pmax))
+
+
+def percentile_bounds(values: np.ndarray, pmin: float, pmax: float) -> tuple[float, float]:
+    """The [pmin, pmax] percentiles. Non-finite values are refused: one NaN makes every percentile,
+    and so the whole volume, NaN."""
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
     if bad:
-        raise ValueError(f"{bad} of {np.size(volume)} values are not finite (NaN or inf); fill or crop them first")
-    lo, hi = np.percentile(volume, [pmin, pmax])
+        raise ValueError(f"{bad} of {np.size(values)} values are not finite (NaN or inf); fill or crop them first")
+    lo, hi = np.percentile(values, [pmin, pmax])
     if hi <= lo:
         raise ValueError(f"volume is constant between percentiles {pmin} and {pmax} ({lo})")
+    return lo, hi
+
+
+def normalize_between(volume: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo`` -> 0, ``hi`` -> 1, clipped."""
     return np.clip((volume.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 

@@ -88,7 +88,7 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float
     """Write a 2D image or a (z, y, x) stack as (ImageJ-compatible) TIFF with its voxel size in nm."""
     import tifffile
 
-    array = np.asarray(array)
+    array = array if hasattr(array, "shape") and hasattr(array, "dtype") else np.asarray(array)
     kwargs: dict = {"photometric": "minisblack"}  # never RGB, whatever the last axis's length
     if voxel_nm is not None:
         y_nm, x_nm = voxel_nm[-2], voxel_nm[-1]
@@ -100,7 +100,11 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[float
         kwargs["metadata"] = metadata
         kwargs["imagej"] = array.dtype in (np.uint8, np.uint16, np.float32)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, **kwargs)
+        if isinstance(array, np.ndarray) or array.ndim == 2:
+            tifffile.imwrite(tmp, np.asarray(array), **kwargs)
+        else:  # a lazy (z, y, x) stack: one page in memory at a time
+            pages = (np.asarray(array[i]) for i in range(array.shape[0]))
+            tifffile.imwrite(tmp, pages, shape=array.shape, dtype=array.dtype, **kwargs)
 
 
 def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -212,9 +216,10 @@ def write_ome_zarr(path: str | os.PathLike, array: np.ndarray, voxel_nm: tuple[f
     """A 2D image or (z, y, x) volume as OME-Zarr 0.4 (ngff-zarr), atomically: the voxel size in
     nanometres and a multiscale pyramid, halved in y and x only (serial sections keep their z) down
     to ``PYRAMID_MIN_SIZE``, by block means. napari and Fiji (MoBIE / BigDataViewer) open it."""
+    import dask.array as da
     import ngff_zarr as nz
 
-    array = np.asarray(array)
+    array = array if isinstance(array, (np.ndarray, da.Array)) else da.from_array(array, chunks=_slice_chunks(array.shape))
     if array.ndim not in (2, 3):
         raise ValueError(f"{path}: OME-Zarr output takes a 2D image or a (z, y, x) volume, got shape {array.shape}")
     dims = ["z", "y", "x"][-array.ndim:]
@@ -247,6 +252,12 @@ def is_ome_zarr(path: Path) -> bool:
 def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """The full-resolution level of an OME-Zarr (0.4 or 0.5) as (z, y, x) or (y, x), and its voxel
     size in nm (None without a known length unit). Singleton channel/time axes are dropped."""
+    data, voxel = open_ome_zarr(path)
+    return np.asarray(data), voxel
+
+
+def open_ome_zarr(path: str | os.PathLike):
+    """:func:`read_ome_zarr`, lazily: a dask array that reads the chunks a slice needs."""
     import ngff_zarr as nz
 
     path = Path(path)
@@ -254,12 +265,12 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...
         image = nz.from_ngff_zarr(str(path)).images[0]
     except Exception as exc:
         raise ValueError(f"{path}: not a readable OME-Zarr ({type(exc).__name__}: {exc})") from exc
-    data, dims = np.asarray(image.data), list(image.dims)
+    data, dims = image.data, list(image.dims)
     for axis in [d for d in dims if d not in ("z", "y", "x")]:
         if data.shape[dims.index(axis)] != 1:
             raise ValueError(f"{path}: has {data.shape[dims.index(axis)]} entries along '{axis}'; "
                              f"expected one grey channel and time point")
-        data = data.take(0, axis=dims.index(axis))
+        data = data[(slice(None),) * dims.index(axis) + (0,)]
         dims.remove(axis)
     units = image.axes_units or {}
     factors = [UNIT_NM.get(str(units.get(d, "")).lower()) for d in dims]
@@ -303,6 +314,89 @@ def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | N
         raise ValueError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
     voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-data.ndim:]
     return data, voxel if all(v > 0 for v in voxel) else None
+
+
+def _slice_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One slice, at most 512 x 512 px: the chunks staged and lazily converted outputs use."""
+    return (1,) * (len(shape) - 2) + tuple(min(n, 512) for n in shape[-2:])
+
+
+def open_image(path: str | os.PathLike):
+    """:func:`read_image`, lazily: an array whose slices are read when indexed (a TIFF through
+    tifffile's Zarr view of its pages, Zarr and OME-Zarr arrays as stored, MRC memory-mapped), so
+    a stack larger than memory is processed slice by slice. Small or interleaved (RGB) TIFFs are
+    read whole."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if suffix in (".tif", ".tiff"):
+        return _open_tiff(path)
+    if suffix == ".zarr" and is_ome_zarr(path):
+        return open_ome_zarr(path)
+    if suffix == ".zarr":
+        import zarr
+
+        try:
+            z = zarr.open_array(str(path), mode="r")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable Zarr array or OME-Zarr ({exc})") from exc
+        voxel = z.attrs.get("voxel_size_nm")
+        return z, tuple(voxel) if voxel else None
+    if suffix in MRC_SUFFIXES:
+        import mrcfile
+
+        try:
+            mrc = mrcfile.mmap(path, mode="r", permissive=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
+        size = mrc.voxel_size
+        voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-mrc.data.ndim:]
+        return mrc.data, voxel if all(v > 0 for v in voxel) else None
+    return read_image(path)
+
+
+#: TIFFs up to this size are read whole (tifffile's per-page Zarr view pays off for large stacks)
+LAZY_TIFF_BYTES = 1 << 28
+
+
+def _open_tiff(path: Path):
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            small = series.size * series.dtype.itemsize <= LAZY_TIFF_BYTES
+            if small or series.axes.endswith("S") or not series.axes or series.axes[-2:] != "YX":
+                return read_tiff(path)
+            voxel = _tiff_voxel_nm(tif, len(series.shape))
+        return zarr.open_array(tifffile.imread(path, aszarr=True), mode="r"), voxel
+    except (tifffile.TiffFileError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable TIFF ({exc})") from exc
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike, shape: tuple[int, ...], voxel_nm: tuple[float, ...] | None):
+    """A float32 Zarr array to fill slab by slab (staged in a temporary folder beside ``path``),
+    written to ``path`` (:func:`write_image`: TIFF or OME-Zarr) chunk by chunk when the block
+    succeeds; nothing at ``path`` changes if it fails. Memory is bounded by a slab, not the output."""
+    import shutil
+
+    import zarr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".stage")
+    _remove_partials(staging)  # left by a killed run
+    stage = Path(tempfile.mkdtemp(prefix=_partial_prefix(staging), dir=path.parent))
+    try:
+        array = zarr.create_array(store=str(stage / "stage.zarr"), shape=shape, dtype=np.float32,
+                                  chunks=_slice_chunks(shape), zarr_format=2)
+        yield array
+        write_image(path, array, voxel_nm)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:

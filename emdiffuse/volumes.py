@@ -114,13 +114,28 @@ def process_in_chunks(
     runs share their boundary section, so every pair is processed exactly once; a depth that is
     not a multiple of ``chunk`` just gives a shorter last run. Memory is bounded by the chunk.
     """
+    return stitch(iter_chunks(fn, anisotropic, chunk, z_factor, context, progress))
+
+
+def stitch(chunks) -> dict[str, np.ndarray]:
+    """The outputs of (first slice, outputs) runs (:func:`iter_chunks`), concatenated along z."""
+    pieces: dict[str, list[np.ndarray]] = {}
+    for _, out in chunks:
+        for key, value in out.items():
+            pieces.setdefault(key, []).append(value)
+    return {key: np.concatenate(v) for key, v in pieces.items()}
+
+
+def iter_chunks(fn, anisotropic, chunk: int, z_factor: int, context: int = 0, progress: bool = True):
+    """:func:`process_in_chunks` one run at a time: yields (index of the run's first output slice,
+    its outputs). ``anisotropic`` may be lazy (a Zarr or memory-mapped stack): only a run's
+    sections are read."""
     _check_factor(z_factor)
     n = len(anisotropic)
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2 sections (one pair), got {chunk}")
     q_all = output_positions(n, z_factor)
     bounds = list(range(0, n - 1, chunk - 1)) + [n - 1]
-    pieces: dict[str, list[np.ndarray]] = {}
     for a, b in tqdm(list(zip(bounds[:-1], bounds[1:])), disable=not progress, desc="z chunks",
                      dynamic_ncols=True):
         lo, hi = max(a - context, 0), min(b + context, n - 1)
@@ -131,8 +146,7 @@ def process_in_chunks(
         for key, value in out.items():
             if len(value) != len(q):
                 raise ValueError(f"chunk function returned {len(value)} slices for '{key}', expected {len(q)}")
-            pieces.setdefault(key, []).append(value[keep])
-    return {key: np.concatenate(v) for key, v in pieces.items()}
+        yield int(np.searchsorted(q_all, q[keep][0])), {key: value[keep] for key, value in out.items()}
 
 
 def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndarray, **tiling) -> np.ndarray:

@@ -213,12 +213,12 @@ def test_super_resolution_output_carries_the_finer_pixel_size(tmp_path):
 def test_a_full_disk_is_a_message_not_a_traceback(model_path, tmp_path, capsys, monkeypatch):
     import errno
 
-    import emdiffuse.cli as cli
+    import emdiffuse.io
 
     def full(path, *_args):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(cli, "write_image", full)
+    monkeypatch.setattr(emdiffuse.io, "write_image", full)
     write_tiff(tmp_path / "in.tif", np.zeros((32, 32), np.uint8) + np.arange(32, dtype=np.uint8))
     assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "in.tif"), "--output",
                  str(tmp_path / "o.tif"), "--steps", "2", "--samples", "1"]) == 2
@@ -270,3 +270,55 @@ def test_a_setting_the_model_does_not_have_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o.tif").exists()
     assert main(["predict", "--model", str(tmp_path / "care.pt"), "--input", str(tmp_path / "in.tif"),
                  "--output", str(tmp_path / "o.tif"), "--tile", "16", "--overlap", "4"]) == 0
+
+
+class _Recorded:
+    """A lazy stack that records how many values each read takes."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, []
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        out = np.asarray(self.array[key])
+        self.reads.append(out.size)
+        return out
+
+
+@pytest.mark.parametrize("kind", ["2d", "volume"])
+def test_a_stack_larger_than_the_slab_budget_is_restored_slab_by_slab(kind, model_path, tmp_path, monkeypatch):
+    """Read lazily (a TIFF through tifffile's Zarr view), percentiles from evenly spaced slices,
+    one slice (2D model) or one z chunk (volume model) read at a time, written through a staged
+    Zarr: the same output as the whole stack in memory."""
+    import emdiffuse.cli as cli
+    import emdiffuse.io as io
+    from emdiffuse.models.registry import load_model_file
+    from emdiffuse.models.volume_methods import build_volume_method
+
+    stack = (np.random.default_rng(2).random((9, 24, 32)) * 4000).astype(np.uint16)
+    write_tiff(tmp_path / "in.tif", stack, voxel_nm=(24.0, 8.0, 8.0))
+    monkeypatch.setattr(io, "LAZY_TIFF_BYTES", 0)
+    monkeypatch.setattr(cli, "PERCENTILE_SAMPLE", 3 * 24 * 32)  # every third slice
+    lazy, _ = io.open_image(tmp_path / "in.tif")
+    assert not isinstance(lazy, np.ndarray)
+    recorded = _Recorded(lazy)
+    monkeypatch.setattr(cli, "open_image", lambda path: (recorded, (24.0, 8.0, 8.0)))
+    if kind == "2d":
+        path, model, slab = model_path, load_model_file(model_path, device=torch.device("cpu")), 24 * 32
+    else:
+        model = build_volume_method("linear", {"predict": {"chunk": 3}}, z_factor=3, device=torch.device("cpu"), seed=0)
+        model.fit(np.zeros((6, 24, 32), np.float32), checkpoint_path=tmp_path / "l.ckpt", progress=False)
+        path, slab = tmp_path / "linear.pt", 3 * 24 * 32
+        model.save(path)
+    assert main(["predict", "--model", str(path), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "o.zarr")]) == 0
+    assert max(recorded.reads[1:]) <= slab and recorded.reads[0] == 3 * 24 * 32  # the percentile sample
+    to_unit = cli.unit_range(stack, "in")
+    expected = model.predict(to_unit(stack), seed=0, progress=False)
+    np.testing.assert_array_equal(read_zarr(tmp_path / "o.zarr")[0], expected["prediction"])
+    if "uncertainty" in expected:
+        np.testing.assert_array_equal(read_zarr(tmp_path / "o_uncertainty.zarr")[0], expected["uncertainty"])
+    assert sorted(p.name for p in tmp_path.iterdir() if "stage" in p.name or "partial" in p.name) == []

@@ -78,7 +78,7 @@ class LowResInputMethod(Method):
         self.net.load_state_dict(state["net"])
         self.net.eval()
 
-    def _predict(self, inputs, seed, progress):
+    def _predict(self, inputs, seed, progress, start):
         p = self.params["predict"]
         tile, overlap = self._input_size(p["tile"], "predict.tile"), p["overlap"] // self.scale
         normalizer = PercentileNormalizer(*self._percentiles()) if self._percentiles() else None

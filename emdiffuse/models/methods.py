@@ -243,12 +243,14 @@ class Method:
         method._load_state(ckpt["state"])
         return method
 
-    def predict(self, inputs: np.ndarray, *, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
-        """Restore (N, H, W) inputs in [0, 1]; ``prediction`` is clipped to [0, 1]."""
+    def predict(self, inputs: np.ndarray, *, seed: int, progress: bool = True, start: int = 0) -> dict[str, np.ndarray]:
+        """Restore (N, H, W) inputs in [0, 1]; ``prediction`` is clipped to [0, 1]. ``start``: the
+        index of ``inputs[0]`` in a longer stack predicted slab by slab (it keys the sampling seeds,
+        so slabs give what the whole stack gives)."""
         self._require_fitted()
         if inputs.ndim != 3:
             raise ValueError(f"{self.name}: predict expects (N, H, W) inputs, got shape {inputs.shape}")
-        out = self._predict(np.asarray(inputs, np.float32), seed, progress)
+        out = self._predict(np.asarray(inputs, np.float32), seed, progress, start)
         out["prediction"] = np.clip(out["prediction"], 0.0, 1.0).astype(np.float32)
         return out
 
@@ -284,7 +286,7 @@ class Method:
     def _load_state(self, state: dict) -> None:
         """Restore what :meth:`_state` returned."""
 
-    def _predict(self, inputs: np.ndarray, seed: int, progress: bool) -> dict[str, np.ndarray]:
+    def _predict(self, inputs: np.ndarray, seed: int, progress: bool, start: int) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -295,7 +297,7 @@ class InputMethod(Method):
 
     name, learned = "input", False
 
-    def _predict(self, inputs, seed, progress):
+    def _predict(self, inputs, seed, progress, start):
         if self.scale == 1:
             return {"prediction": inputs}
         zoom = (1, self.scale, self.scale)
@@ -354,7 +356,7 @@ class CAREMethod(Method):
     def _load_state(self, state):
         self.net.load_state_dict(state["net"])
 
-    def _predict(self, inputs, seed, progress):
+    def _predict(self, inputs, seed, progress, start):
         p = self.params["predict"]
         normalizer = PercentileNormalizer(p["pmin"], p["pmax"])
         self.net.eval()
@@ -500,14 +502,14 @@ class EMDiffuseMethod(DiffusionWeights, Method):
         spread = maps[0].std(1) if k > 1 else torch.zeros_like(maps[0][:, 0])
         return torch.stack([maps[0].mean(1), spread, *(m.mean(1) for m in maps[1:])], 1)
 
-    def _predict(self, inputs, seed, progress):
+    def _predict(self, inputs, seed, progress, start):
         s = self.params["sample"]
         outputs = []
         for i, image in enumerate(inputs):
             # One CPU generator per image (an image's output does not depend on which others are
             # predicted); the sampler draws on it and moves the noise to the model's device, so a
             # seed gives the same noise on every device.
-            generator = torch.Generator().manual_seed(image_seed(seed, i))
+            generator = torch.Generator().manual_seed(image_seed(seed, start + i))
             cond = upsample(image[None], self.scale, "bilinear")[0]
             outputs.append(tiled_apply(lambda tiles, g=generator: self.sample_tiles(tiles, g), cond, tile=s["tile"],
                                        overlap=s["overlap"], batch=s["batch"], multiple=self.multiple,

@@ -7,7 +7,7 @@ volume itself for ``vemdiffuse_a`` (it never sees isotropic data); non-learned m
 ``predict`` takes (Z, y, x) sections and returns ``prediction`` (and ``uncertainty`` for K > 1
 diffusion samples, the per-voxel std in [0, 1] units) on ``volumes.output_positions(Z, z)``:
 ``(Z-1)*z + 1`` slices for odd z, ``(Z-1)*z`` for even z. Prediction runs in z chunks of
-``predict.chunk`` sections (``volumes.process_in_chunks``), so memory is bounded for any depth.
+``predict.chunk`` sections (``volumes.iter_chunks``), so memory is bounded for any depth.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from emdiffuse.data.degrade import anisotropic
 from emdiffuse.models.methods import (OFFICIAL_DIFFUSION, REQUIRED, DiffusionWeights, Free, _digest, merge_params,
                                       read_checkpoint, registry_entry, write_checkpoint)
 from emdiffuse.train import train_loop
-from emdiffuse.volumes import (BlockSampler, interpolate_z, output_positions, process_in_chunks,
+from emdiffuse.volumes import (BlockSampler, interpolate_z, iter_chunks, output_positions, stitch,
                                tiled_stack_apply)
 
 
@@ -77,17 +77,27 @@ class VolumeMethod:
 
     def predict(self, anisotropic: np.ndarray, *, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
         """Reconstruct (Z, y, x) sections in [0, 1] onto ``output_positions(Z, z_factor)``; clipped to [0, 1]."""
+        return stitch(self.predict_chunks(_as_volume(anisotropic, f"{self.name}.predict"), seed=seed,
+                                          progress=progress))
+
+    def predict_chunks(self, sections, *, seed: int, progress: bool = True, transform=None):
+        """:meth:`predict` one z chunk (``predict.chunk`` sections) at a time: yields (index of the
+        chunk's first output slice, its outputs). ``sections`` may be lazy (only a chunk's sections
+        are read) and ``transform`` maps what is read to [0, 1] float32, so that a volume larger
+        than memory is reconstructed chunk by chunk."""
         self._require_fitted()
-        sections = _as_volume(anisotropic, f"{self.name}.predict")
+        if len(sections.shape) != 3:
+            raise ValueError(f"{self.name}.predict: expected a (z, y, x) volume, got shape {tuple(sections.shape)}")
         output_positions(len(sections), self.z_factor)  # validates the depth
 
-        def chunk_fn(sub: np.ndarray, start: int) -> dict[str, np.ndarray]:
-            return self._predict(sub, start, int(seed), progress)
+        def chunk_fn(sub, start: int) -> dict[str, np.ndarray]:
+            sub = transform(sub) if transform is not None else sub
+            return self._predict(_as_volume(sub, f"{self.name}.predict"), start, int(seed), progress)
 
-        out = process_in_chunks(chunk_fn, sections, self.params["predict"]["chunk"], self.z_factor,
-                                self._context(), progress)
-        out["prediction"] = np.clip(out["prediction"], 0.0, 1.0)
-        return {k: v.astype(np.float32) for k, v in out.items()}
+        for first, out in iter_chunks(chunk_fn, sections, self.params["predict"]["chunk"], self.z_factor,
+                                      self._context(), progress):
+            out["prediction"] = np.clip(out["prediction"], 0.0, 1.0)
+            yield first, {k: v.astype(np.float32) for k, v in out.items()}
 
     def _require_fitted(self) -> None:
         if not self.fitted:
