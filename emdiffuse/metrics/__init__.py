@@ -1,30 +1,32 @@
 """Metric registry: table code iterates over names and never knows which metrics exist.
 
-A new metric is one module plus one line in ``METRICS``. Every ``fn`` takes
+A new metric is one module plus one line in ``METRICS`` (naming its function, imported when used). Every ``fn`` takes
 ``(prediction, ground_truth)`` as 2D float images in [0, 1] (data range 1.0), checks shape and
 finiteness, clips to [0, 1] and returns a float.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .basic import psnr, ssim
-from .fsim import fsim
-from .lpips import lpips_distance
-from .resolution import resolution_ratio
-
 
 @dataclass(frozen=True)
 class Metric:
     name: str  # column name in tables
-    fn: Callable[[np.ndarray, np.ndarray], float]  # (prediction, ground_truth) -> score
+    function: str  # "<module of this package>:<function>", (prediction, ground_truth) -> score; imported
+    # on first use, so that planning the workflow (tables, captions) never imports torch (LPIPS, FSIM)
     higher_is_better: bool
     description: str
     ideal: float | None = None  # set when neither extreme is best: the table favours the closest value
+
+    @property
+    def fn(self) -> Callable[[np.ndarray, np.ndarray], float]:
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
     def best(self, values: np.ndarray) -> float:
         """The best of ``values`` under this metric's rule (nan-safe)."""
@@ -43,11 +45,11 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("PSNR", psnr, True, "peak signal-to-noise ratio in dB on the [0, 1] range"),
-        Metric("SSIM", ssim, True, "structural similarity, Wang et al. 2004 settings"),
-        Metric("LPIPS", lpips_distance, False, "learned perceptual distance, AlexNet v0.1 (Zhang et al. 2018)"),
-        Metric("FSIM", fsim, True, "feature similarity, phase congruency + gradient (Zhang et al. 2011)"),
-        Metric("resolution_ratio", resolution_ratio, False,
+        Metric("PSNR", "basic:psnr", True, "peak signal-to-noise ratio in dB on the [0, 1] range"),
+        Metric("SSIM", "basic:ssim", True, "structural similarity, Wang et al. 2004 settings"),
+        Metric("LPIPS", "lpips:lpips_distance", False, "learned perceptual distance, AlexNet v0.1 (Zhang et al. 2018)"),
+        Metric("FSIM", "fsim:fsim", True, "feature similarity, phase congruency + gradient (Zhang et al. 2011)"),
+        Metric("resolution_ratio", "resolution:resolution_ratio", False,
                "decorrelation resolution pred / GT (Descloux 2019): 1 ideal, >1 blurrier, <1 noise or invented detail",
                ideal=1.0),
     )
