@@ -169,6 +169,8 @@ def describe_budget(method: str, params: dict, trained: dict[str, dict] | None =
     model = params.get("model", {})
     if "preset" in model:
         text += f"; network preset {model['preset']}"
+    if model.get("cubic_condition"):
+        text += ", also conditioned on the cubic interpolation of four sections (not official)"
     return text + describe_trained(trained or {})
 
 

@@ -241,3 +241,41 @@ def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, da
     b = m.predict(data[1], seed=0, progress=False)
     assert all(groups is None for _, groups in seen)
     assert not np.array_equal(a["prediction"], b["prediction"])
+
+
+@pytest.mark.parametrize("z", [3, 4])
+def test_the_cubic_condition_is_the_cubic_interpolation_of_four_sections_at_the_target(z):
+    from emdiffuse.volumes import interpolate_z
+
+    block = np.random.default_rng(0).random((4 * z, 8, 8), dtype=np.float32)
+    make = pair_sample(z, blur_p=0.0, section_profile="box", cubic_condition=True)
+    sections = make_anisotropic(block, z)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        cond, target = make(block, rng)
+        assert cond.shape == (4, 8, 8)
+        np.testing.assert_allclose(cond[:2], sections[1:3], atol=1e-6)  # the two middle sections
+        offset = cond[2, 0, 0]
+        assert 0 <= offset <= z
+        q = int(offset + (z - 1) / 2 + z)
+        np.testing.assert_array_equal(target[0], block[q])
+        np.testing.assert_allclose(cond[3], interpolate_z(sections, z, np.array([q]), "cubic")[0], atol=1e-6)
+
+
+def test_a_cubic_conditioned_model_trains_and_samples_chunk_invariantly(data, tmp_path):
+    """model.cubic_condition: 4-section training blocks, a 4th condition channel, one section of
+    context per z chunk, so chunking changes nothing (with either start)."""
+    params = {**TINY, "model": {"preset": "tiny", "cubic_condition": True}}
+    m = build_volume_method("vemdiffuse_i", params, z_factor=3, device=CPU, seed=0)
+    assert m.diffusion.net.in_channel == 5 and m._context() == 1
+    m.fit(data[0], checkpoint_path=tmp_path / "c.ckpt", **QUIET)
+    m.save(tmp_path / "c.pt")
+    for init in ("noise", "cubic"):
+        results = []
+        for chunk in (2, 100):
+            loaded = load_volume_method(tmp_path / "c.pt", device=CPU)
+            loaded.params["predict"].update(chunk=chunk, init=init)
+            results.append(loaded.predict(data[1], seed=0, progress=False))
+        assert results[0]["prediction"].shape == (13, 20, 28)
+        for key in ("prediction", "uncertainty"):
+            np.testing.assert_array_equal(results[0][key], results[1][key])

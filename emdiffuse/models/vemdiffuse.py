@@ -37,15 +37,18 @@ from emdiffuse.volumes import interpolate_z, output_positions, pair_offsets, til
 
 
 class IndexedUNet(nn.Module):
-    """eps(cat([lower, upper, index_plane, noisy]), gamma): a DiffusionUNet (3 input channels) whose
-    noise embedding gets a learned embedding of the index (the constant value of ``index_plane``)."""
+    """eps(cat([lower, upper, index_plane, (cubic,) noisy]), gamma): a DiffusionUNet (3 or 4 input
+    channels) whose noise embedding gets a learned embedding of the index (the constant value of
+    ``index_plane``). ``cubic_condition``: also conditioned on the cubic interpolation of the four
+    nearest sections at the slice (not official: the official net sees the two sections only)."""
 
-    def __init__(self, **unet_kwargs):
+    def __init__(self, cubic_condition: bool = False, **unet_kwargs):
         super().__init__()
-        self.unet = DiffusionUNet(in_channel=3, out_channel=1, **unet_kwargs)
+        extra = int(cubic_condition)
+        self.unet = DiffusionUNet(in_channel=3 + extra, out_channel=1, **unet_kwargs)
         inner = self.unet.inner_channel
         self.index_embed = nn.Sequential(nn.Linear(inner, 4 * inner), nn.SiLU(), nn.Linear(4 * inner, 4 * inner))
-        self.in_channel, self.out_channel = 4, 1
+        self.in_channel, self.out_channel = 4 + extra, 1
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:  # noqa: D102
         emb = self.index_embed(gamma_embedding(x[:, 2, 0, 0].float(), self.unet.inner_channel))
@@ -70,20 +73,29 @@ def unet_kwargs(model: dict, where: str) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def pair_sample(z_factor: int, blur_p: float, section_profile: str):
-    """``BlockSampler.make`` for a (2z, p, p) isotropic block: its two sections (each blurred with
-    probability ``blur_p``, independently, as officially), the offset plane, and one random slice
-    between the section centres (both ends included) as the target."""
-    low = (z_factor - 1) / 2
+def pair_sample(z_factor: int, blur_p: float, section_profile: str, cubic_condition: bool = False):
+    """``BlockSampler.make`` for an isotropic block of ``block_depth`` slices: its two middle sections
+    (each blurred with probability ``blur_p``, independently, as officially), the offset plane, (the
+    cubic interpolation of all four sections at the target, with ``cubic_condition``) and one random
+    slice between the two sections' centres (both ends included) as the target."""
+    low = (z_factor - 1) / 2 + (z_factor if cubic_condition else 0)  # the lower section's centre
 
     def make(block: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         sections = anisotropic(block, z_factor, section_profile=section_profile)
         q = int(rng.integers(math.ceil(low), math.floor(low + z_factor) + 1))
-        cond = [gaussian_filter(s, OFFICIAL_BLUR_SIGMA, mode="nearest") if rng.random() < blur_p else s
-                for s in sections]
-        return np.stack([*cond, np.full_like(sections[0], q - low)]), block[q][None]
+        pair = sections[1:3] if cubic_condition else sections
+        cond = [gaussian_filter(s, OFFICIAL_BLUR_SIGMA, mode="nearest") if rng.random() < blur_p else s for s in pair]
+        cond.append(np.full_like(sections[0], q - low))
+        if cubic_condition:
+            cond.append(interpolate_z(sections, z_factor, np.array([q]), "cubic")[0])
+        return np.stack(cond), block[q][None]
 
     return make
+
+
+def block_depth(z_factor: int, cubic_condition: bool) -> int:
+    """Isotropic slices a training block needs: two sections, or four for the cubic condition."""
+    return (4 if cubic_condition else 2) * z_factor
 
 
 Z_NOISE = ("independent", "shared")
@@ -96,8 +108,8 @@ INIT_INTERPOLATION = {"condition": "linear", "cubic": "cubic"}
 
 
 def condition(batch_cond: torch.Tensor) -> torch.Tensor:
-    """Sections to [-1, 1]; the index plane stays in slice units."""
-    return torch.cat([batch_cond[:, :2] * 2 - 1, batch_cond[:, 2:]], dim=1)
+    """Sections (and the cubic interpolation) to [-1, 1]; the index plane stays in slice units."""
+    return torch.cat([batch_cond[:, :2] * 2 - 1, batch_cond[:, 2:3], batch_cond[:, 3:] * 2 - 1], dim=1)
 
 
 def pair_seed(seed: int, pair: int) -> int:
@@ -109,7 +121,8 @@ def pair_seed(seed: int, pair: int) -> int:
 def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, seed: int, sampler: str,
                    steps: int, samples: int, tile: int, overlap: int, batch: int, multiple: int,
                    device: torch.device, progress: bool = False, precision: str = "fp32",
-                   init: str = "noise", z_noise: str = "independent") -> dict[str, np.ndarray]:
+                   init: str = "noise", z_noise: str = "independent",
+                   cubic_condition: bool = False) -> dict[str, np.ndarray]:
     """Mean and std of ``samples`` draws of every output slice between ``sections`` (Z, y, x) in [0, 1].
 
     Pair k's slices go through the sampler together (each with its index, ``samples`` copies,
@@ -124,16 +137,19 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
     ``z_noise="shared"``: the slices of one gap (same tile, same sample k) share their noise, initial
     and per step, so what the sampler invents continues from slice to slice instead of flickering
     (streaks in XZ/YZ); "independent": fresh noise per slice, as officially (``Z_NOISE``).
+    ``cubic_condition``: the model also takes the cubic interpolation at each slice (``IndexedUNet``;
+    one section of context each side, as for the cubic start).
     """
     if z_noise not in Z_NOISE:
         raise ValueError(f"z_noise must be one of {Z_NOISE}, got {z_noise!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     owner, offsets = pair_offsets(len(sections), z_factor)
-    starts = None
-    if init != "noise":
-        positions = output_positions(len(sections), z_factor)
-        starts = interpolate_z(sections, z_factor, positions, INIT_INTERPOLATION[init])
+    positions = output_positions(len(sections), z_factor)
+    # per-slice images tiled with the sections: the chain starts, then the cubic condition
+    extras = [interpolate_z(sections, z_factor, positions, INIT_INTERPOLATION[init])] if init != "noise" else []
+    if cubic_condition:
+        extras.append(interpolate_z(sections, z_factor, positions, "cubic"))
     group = owner + (offsets >= z_factor)
     means, stds = [], []
     for g in tqdm(np.unique(group), disable=not progress, desc="pairs", leave=False):
@@ -142,25 +158,27 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
         n = len(offs)
         generator = torch.Generator().manual_seed(pair_seed(seed, start + int(g)))
 
-        def fn(tiles: torch.Tensor) -> torch.Tensor:  # channels: the two sections, then the n starts
+        def fn(tiles: torch.Tensor) -> torch.Tensor:  # channels: the two sections, then n per extra
             b, _, h, w = tiles.shape
             tiles = tiles.to(device) * 2 - 1
             pairs = tiles[:, :2].repeat_interleave(n * samples, 0)
             index = offs.to(device).repeat_interleave(samples).repeat(b)[:, None, None, None].expand(-1, 1, h, w)
-            x0_init = None
-            if starts is not None:  # batch order (tile, slice, sample), as pairs and index
-                x0_init = tiles[:, 2:].reshape(b * n, 1, h, w).repeat_interleave(samples, 0)
+            # batch order (tile, slice, sample), as pairs and index
+            per_slice = [tiles[:, 2 + i * n : 2 + (i + 1) * n].reshape(b * n, 1, h, w).repeat_interleave(samples, 0)
+                         for i in range(len(extras))]
+            x0_init = per_slice[0] if init != "noise" else None
+            cond = torch.cat([pairs, index, *per_slice[len(per_slice) - int(cubic_condition):]], 1)
             groups = None
             if z_noise == "shared":  # batch order (tile, slice, sample): one draw per (tile, sample)
                 groups = (torch.arange(b)[:, None, None] * samples + torch.arange(samples)).expand(b, n, samples)
                 groups = groups.reshape(-1)
-            x = model.sample(torch.cat([pairs, index], 1), sampler=sampler, steps=steps, generator=generator,
+            x = model.sample(cond, sampler=sampler, steps=steps, generator=generator,
                              precision=precision, x0_init=x0_init, noise_groups=groups)
             x = ((x.float() + 1) / 2).reshape(b, n, samples, h, w)
             spread = x.std(2) if samples > 1 else torch.zeros_like(x[:, :, 0])
             return torch.cat([x.mean(2), spread], 1)
 
-        stack = sections[k : k + 2] if starts is None else np.concatenate([sections[k : k + 2], starts[group == g]])
+        stack = np.concatenate([sections[k : k + 2], *(extra[group == g] for extra in extras)])
         out = tiled_stack_apply(fn, stack, tile=tile, overlap=overlap, batch=batch, multiple=multiple)
         means.append(out[:n])
         stds.append(out[n:])

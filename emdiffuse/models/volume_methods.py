@@ -260,9 +260,11 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         if self.params["predict"]["z_noise"] not in Z_NOISE:
             raise ValueError(f"{self.name}.predict.z_noise: {self.params['predict']['z_noise']!r} "
                              f"is not one of {Z_NOISE}")
-        kwargs = unet_kwargs(self.params["model"], f"{self.name}.model")
+        model = dict(self.params["model"])
+        self.cubic_condition = bool(model.pop("cubic_condition", False))
+        kwargs = unet_kwargs(model, f"{self.name}.model")
         d = self.params["diffusion"]
-        net = IndexedUNet(**kwargs)
+        net = IndexedUNet(cubic_condition=self.cubic_condition, **kwargs)
         self.diffusion = ConditionalDiffusion(net, d["train_schedule"], d["test_schedule"],
                                               prediction=d["prediction"]).to(self.device)
         self.ema: torch.nn.Module | None = None
@@ -273,14 +275,15 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         return volume
 
     def _fit(self, volume, checkpoint_path, progress, log):
-        from emdiffuse.models.vemdiffuse import condition, pair_sample
+        from emdiffuse.models.vemdiffuse import block_depth, condition, pair_sample
 
         t, z = self.params["train"], self.z_factor
         if t["patch"] % self.multiple:
             raise ValueError(f"{self.name}.train.patch: {t['patch']} must be a multiple of {self.multiple}")
         stack = self.training_stack(volume)
-        make = pair_sample(z, t["cond_blur_p"], t["section_profile"])
-        sampler = BlockSampler(stack, 2 * z, t["patch"], t["batch_size"], self.seed, make)
+        make = pair_sample(z, t["cond_blur_p"], t["section_profile"], self.cubic_condition)
+        sampler = BlockSampler(stack, block_depth(z, self.cubic_condition), t["patch"], t["batch_size"], self.seed,
+                               make)
 
         def loss_fn(batch):
             return self.diffusion.loss(condition(batch[0]), batch[1] * 2 - 1)
@@ -291,7 +294,8 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         return result.history
 
     def _context(self):
-        return int(self.params["predict"]["init"] == "cubic")  # the cubic start reads a section each side
+        # the cubic start and the cubic condition read a section each side
+        return int(self.params["predict"]["init"] == "cubic" or self.cubic_condition)
 
     def _predict(self, sections, start, seed, progress):
         from emdiffuse.models.vemdiffuse import sample_between
@@ -301,7 +305,8 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],
                              batch=p["batch"], multiple=self.multiple, device=self.device, progress=progress,
-                             precision=p["precision"], init=p["init"], z_noise=p["z_noise"])
+                             precision=p["precision"], init=p["init"], z_noise=p["z_noise"],
+                             cubic_condition=self.cubic_condition)
         if p["samples"] == 1:
             del out["uncertainty"]
         return out
