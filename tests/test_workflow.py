@@ -329,7 +329,7 @@ def check_isotropic_outputs(root, config):
     assert list(seg["volume"]) == ["ground truth", "anisotropic input", *task["methods"]]
     assert {"mIoU", "IoU_mito", "IoU_er", "IoU_background"} <= set(seg.columns)
     assert "background is NOT counted" in (root / "results" / "tables" / "segmentation.md").read_text()
-    for figure in ["isotropic.png", "isotropic_mito3d.png"]:
+    for figure in [f"isotropic_{task['datasets'][0]}.png", "isotropic_mito3d.png"]:
         assert_figure_has_content(root / "results" / "figures" / figure)
 
 

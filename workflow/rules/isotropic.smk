@@ -193,20 +193,21 @@ rule isotropic_figure:
         unpack(volume_figure_inputs),
     output:
         report(
-            "results/figures/isotropic.png",
+            "results/figures/isotropic_{dataset}.png",
             caption="../report/isotropic_figure.rst",
             category="Figures",
-            labels={"task": "isotropic"},
+            labels={"task": "isotropic", "dataset": "{dataset}"},
         ),
+    wildcard_constraints:
+        dataset="|".join(re.escape(d) for d in ISO_DATASETS) or "(?!)",  # not isotropic_mito3d.png
     params:
         methods=volume_figure_methods,
         sampled=ISO_SAMPLED,
-        z_factor=figure_z_factor,
-        dataset=figure_dataset() if ISO_DATASETS else "",
+        z_factor=volume_z_factor,
     log:
-        "logs/isotropic_figure.log",
+        "logs/isotropic_figure/{dataset}.log",
     benchmark:
-        "benchmarks/isotropic_figure/all.tsv"
+        "benchmarks/isotropic_figure/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

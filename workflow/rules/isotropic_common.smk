@@ -43,8 +43,7 @@ def isotropic_outputs():
     outputs = []
     if ISO_SCORED:
         outputs += ["results/tables/isotropic.csv", "results/tables/isotropic.md"]
-    if ISO_DATASETS:
-        outputs.append("results/figures/isotropic.png")
+    outputs += [f"results/figures/isotropic_{d}.png" for d in ISO_DATASETS]
     if ISO_SEGMENTED:
         outputs += [
             "results/tables/segmentation.csv",
@@ -117,17 +116,13 @@ def volume_unscored(wildcards):
     return {d: f"methods {', '.join(iso_methods(d))}" for d in ISO_SECTIONS_ONLY}
 
 
-def figure_dataset():
-    return (ISO_SCORED or ISO_DATASETS)[0]
-
-
 def volume_figure_methods(wildcards):
-    return iso_methods(figure_dataset())
+    return iso_methods(wildcards.dataset)
 
 
 def volume_figure_inputs(wildcards):
     """Sections, ground truth (if any), every reconstruction and the uncertainty volumes."""
-    d = figure_dataset()
+    d = wildcards.dataset
     methods = iso_methods(d)
     inputs = {
         "sections": f"data/pairs/isotropic/{d}/test_sections.tif",
@@ -137,10 +132,6 @@ def volume_figure_inputs(wildcards):
     if d in ISO_SCORED:
         inputs["truth"] = f"data/pairs/isotropic/{d}/test_truth.tif"
     return inputs
-
-
-def figure_z_factor(wildcards):
-    return iso.z_factor_for(ISO, figure_dataset())
 
 
 def segment_methods(wildcards):

@@ -11,6 +11,6 @@ isotropic_figure(
     dict(zip(methods, snakemake.input.predictions)),
     dict(zip([m for m in methods if m in sampled], snakemake.input.uncertainties)),
     snakemake.params.z_factor,
-    snakemake.params.dataset,
+    snakemake.wildcards.dataset,
     snakemake.output[0],
 )
