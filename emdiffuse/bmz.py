@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from emdiffuse.io import read_image
+from emdiffuse.io import atomic_path, read_image
 
 REAL_EM = Path(__file__).resolve().parent.parent / "resources" / "real-em" / "medulla_fibsem_10nm.tif"
 EXPORTABLE = ("care", "rcan", "pssr", "emdiffuse", "emdiffuse_v")
@@ -45,7 +46,8 @@ CITATIONS = {
 def export_bmz(model_path: str | Path, output: str | Path, *, test_image: np.ndarray | None = None,
                size: int = 64, seed: int = 0) -> Path:
     """Write ``output`` (.zip) for the model file ``model_path``; ``test_image`` (2D, on the input
-    grid, any intensity range) is centre-cropped to ``size`` target pixels."""
+    grid, any intensity range) is centre-cropped to ``size`` target pixels. A diffusion model samples
+    with the noise ``emdiffuse predict --seed <seed>`` gives a one-tile image."""
     try:
         from bioimageio.spec import save_bioimageio_package
     except ImportError as exc:
@@ -65,7 +67,7 @@ def export_bmz(model_path: str | Path, output: str | Path, *, test_image: np.nda
     side = size // method.scale
     if side < multiple or side % multiple:
         raise ValueError(f"size: {size} target px must be a multiple of {multiple * method.scale} for this model")
-    module = frozen_module(method, size)
+    module = frozen_module(method, size, seed=seed)
     test_input = _test_input(test_image, side, method.scale)
     normalised = torch.from_numpy(_unit_range(test_input))[None, None]
     with torch.no_grad():
@@ -74,17 +76,13 @@ def export_bmz(model_path: str | Path, output: str | Path, *, test_image: np.nda
     with tempfile.TemporaryDirectory() as tmp:
         files = _write_files(Path(tmp), method, module, test_input, outputs)
         descr = _description(method, files, multiple, name)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(output.name + ".partial")
-        save_bioimageio_package(descr, output_path=partial)
-        partial.replace(output)
+        with atomic_path(output) as partial:
+            save_bioimageio_package(descr, output_path=partial)
     return output
 
 
 def input_multiple(method) -> int:
     """Input sizes must be multiples of this (so that the target grid fits the network's strides)."""
-    import math
-
     from emdiffuse.models.baselines import LowResInputMethod
     from emdiffuse.models.methods import CAREMethod
 

@@ -247,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
                     help="2D image (or stack: its middle slice) on the model's input grid for the package's test "
                          "tensors (default: the shipped real FIB-SEM volume, pooled to the input grid)")
     ex.add_argument("--size", type=positive_int, default=64, help="test tensor side on the target grid, px")
+    ex.add_argument("--seed", type=int, default=0,
+                    help="a diffusion model's built-in seed (as emdiffuse predict --seed)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
     ex.set_defaults(func=export_command)
     return p
@@ -263,7 +265,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.test_image is not None:
         image, _ = read_image(args.test_image)
         image = image[len(image) // 2] if image.ndim == 3 else image
-    path = export_bmz(args.model, args.output, test_image=image, size=args.size)
+    path = export_bmz(args.model, args.output, test_image=image, size=args.size, seed=args.seed)
     print(f"wrote {path}")
     return 0
 

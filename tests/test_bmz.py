@@ -69,6 +69,15 @@ def test_an_exported_package_passes_bioimageio_core_test(name, params, inputs, t
     assert summary.status == "passed", failed
 
 
+def test_the_built_in_seed_is_the_seed_of_emdiffuse_predict(tmp_path):
+    method = _trained("emdiffuse", _diffusion("ancestral"), TARGETS, tmp_path)
+    expected = method.predict(TARGETS[:1], seed=5, progress=False)["prediction"]
+    with torch.no_grad():
+        out = frozen_module(method, 64, seed=5)(torch.from_numpy(TARGETS[:1, None]))[0]
+    np.testing.assert_allclose(out[0, 0].numpy(), expected[0], atol=2e-6)
+    assert not np.allclose(expected, method.predict(TARGETS[:1], seed=0, progress=False)["prediction"])
+
+
 def test_the_sampler_stays_within_its_stated_tolerance_across_thread_counts(tmp_path):
     method = _trained("emdiffuse", _diffusion("ancestral"), TARGETS, tmp_path)
     module = frozen_module(method, 64)
@@ -103,4 +112,4 @@ def test_export_refuses_what_it_cannot_package(tmp_path, capsys):
     (tmp_path / "b.zip").write_bytes(b"kept")
     assert main(["export-bmz", "--model", str(tmp_path / "care.pt"), "--output", str(tmp_path / "b.zip")]) == 2
     assert "exists" in capsys.readouterr().err and (tmp_path / "b.zip").read_bytes() == b"kept"
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*partial*"))

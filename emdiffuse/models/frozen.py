@@ -142,15 +142,16 @@ def example_input(height: int, width: int) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min() + 1e-6)
 
 
-def frozen_module(method, size: int) -> torch.jit.ScriptModule:
+def frozen_module(method, size: int, seed: int = 0) -> torch.jit.ScriptModule:
     """``method`` (a fitted 2D method) as a scripted module; networks traced on a ``size`` px input
-    (on the target grid; a multiple of the method's size divisor)."""
+    (on the target grid; a multiple of the method's size divisor). A diffusion model samples with
+    the noise ``method.predict(..., seed=seed)`` gives its first image."""
     from emdiffuse.models.baselines import LowResInputMethod
     from emdiffuse.models.methods import CAREMethod, EMDiffuseMethod
 
     method._require_fitted()
     if isinstance(method, EMDiffuseMethod):
-        return _frozen_sampler(method, size)
+        return _frozen_sampler(method, size, seed)
     if not isinstance(method, (CAREMethod, LowResInputMethod)):
         raise ValueError(f"{method.name}: only trained networks can be exported (care, rcan, pssr, emdiffuse, "
                          f"emdiffuse_v)")
@@ -188,7 +189,7 @@ def restorer_state(method) -> dict:
     return {f"net.{k}": v for k, v in method.net.state_dict().items()}
 
 
-def _frozen_sampler(method, size: int) -> torch.jit.ScriptModule:
+def _frozen_sampler(method, size: int, seed: int) -> torch.jit.ScriptModule:
     from emdiffuse.models.methods import image_seed
 
     s = method.params["sample"]
@@ -202,6 +203,6 @@ def _frozen_sampler(method, size: int) -> torch.jit.ScriptModule:
         net = torch.jit.trace(model.net.eval(), (x, torch.tensor([0.5])), check_trace=False)
     module = DiffusionSampler(
         net, sampler=s["sampler"], chain=model.chain(s["sampler"], steps), samples=s["samples"],
-        seed=image_seed(0, 0), scale=method.scale, prediction=model.prediction,
+        seed=image_seed(seed, 0), scale=method.scale, prediction=model.prediction,
         init_from_condition=s["init"] == "condition", start_alpha_bar=model.start_alpha_bar(s["sampler"], steps))
     return torch.jit.script(module)
