@@ -279,3 +279,10 @@ def test_a_cubic_conditioned_model_trains_and_samples_chunk_invariantly(data, tm
         assert results[0]["prediction"].shape == (13, 20, 28)
         for key in ("prediction", "uncertainty"):
             np.testing.assert_array_equal(results[0][key], results[1][key])
+
+
+def test_a_training_volume_too_thin_for_the_cubic_condition_is_refused_with_the_reason(data, tmp_path):
+    params = {**TINY, "model": {"preset": "tiny", "cubic_condition": True}}
+    m = build_volume_method("vemdiffuse_i", params, z_factor=3, device=CPU, seed=0)
+    with pytest.raises(ValueError, match="needs 12 .*cubic_condition"):
+        m.fit(data[0][:10], checkpoint_path=tmp_path / "t.ckpt", **QUIET)

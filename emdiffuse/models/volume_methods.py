@@ -281,9 +281,13 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         if t["patch"] % self.multiple:
             raise ValueError(f"{self.name}.train.patch: {t['patch']} must be a multiple of {self.multiple}")
         stack = self.training_stack(volume)
+        depth = block_depth(z, self.cubic_condition)
+        if len(stack) < depth:
+            raise ValueError(f"{self.name}: its training stack has {len(stack)} slices along the axis it learns to "
+                             f"fill in; a training block needs {depth} (z_factor {z} x "
+                             f"{'four sections, model.cubic_condition' if self.cubic_condition else 'two sections'})")
         make = pair_sample(z, t["cond_blur_p"], t["section_profile"], self.cubic_condition)
-        sampler = BlockSampler(stack, block_depth(z, self.cubic_condition), t["patch"], t["batch_size"], self.seed,
-                               make)
+        sampler = BlockSampler(stack, depth, t["patch"], t["batch_size"], self.seed, make)
 
         def loss_fn(batch):
             return self.diffusion.loss(condition(batch[0]), batch[1] * 2 - 1)
