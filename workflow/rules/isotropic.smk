@@ -199,7 +199,7 @@ rule isotropic_figure:
             labels={"task": "isotropic", "dataset": "{dataset}"},
         ),
     wildcard_constraints:
-        dataset="|".join(re.escape(d) for d in ISO_DATASETS) or "(?!)",  # not isotropic_mito3d.png
+        dataset=alternatives(ISO_DATASETS),  # not isotropic_mito3d.png
     params:
         methods=volume_figure_methods,
         sampled=ISO_SAMPLED,
