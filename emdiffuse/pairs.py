@@ -87,6 +87,8 @@ def _acquire(volume, z, pairs, rng, optics) -> dict[str, np.ndarray]:
 
 
 PAIR_MAKERS = {"denoise": denoise_pairs, "superres": superres_pairs}
+#: what every pair file holds (docs/CONVENTIONS.md); the transfer pairs add the slice index "z"
+PAIR_KEYS = ("inputs", "targets", "level", "level_name")
 
 
 def real_pairs(volume: np.ndarray, acquisitions: dict[str, np.ndarray], z: np.ndarray, pairs: dict,

@@ -15,8 +15,7 @@ import pandas as pd
 
 from .config import ConfigError
 from .io import load_npz, save_npz, write_text
-
-PAIR_KEYS = ("inputs", "targets", "level", "level_name")
+from .pairs import PAIR_KEYS
 
 
 def fetch_dataset(name: str, entry: dict, cache_dir: str, manifest_path: str) -> None:

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError
 from .io import atomic_path, load_npz, save_npz, write_text
+from .pairs import PAIR_KEYS
 from .patches import pair_scale
 
-PAIR_KEYS = ("inputs", "targets", "level", "level_name")
 SUMMARY_KEYS = ["sampler", "init", "steps", "precision"]
 INIT_MIN_ALPHA_BAR = 0.01  # init "condition" runs only where the chain starts above this
 DEFAULT_TOLERANCE = {"LPIPS": 0.01, "FSIM": 0.005}  # issue 3: "LPIPS within 0.01, FSIM within 0.005"

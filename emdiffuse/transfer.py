@@ -24,11 +24,12 @@ import pandas as pd
 
 from .config import ConfigError, derived_seed
 from .io import load_npz, save_npz, write_text
+from .pairs import PAIR_KEYS as BASE_PAIR_KEYS
 
 VARIANTS = ("direct", "finetune", "scratch")
 REFERENCE = "reference"  # the variant name of the non-learned input method's row
 VARIANT_TITLES = {"direct": "direct (A model)", "finetune": "fine-tuned (1 pair)", "scratch": "scratch (1 pair)"}
-PAIR_KEYS = ("inputs", "targets", "level", "level_name", "z")
+PAIR_KEYS = BASE_PAIR_KEYS + ("z",)  # the slice each pair came from
 
 
 # --- the data: one training pair, and a test subset ------------------------------------------
