@@ -65,7 +65,7 @@ def test_image(size: int, seed: int) -> np.ndarray:
 
 
 def n_tiles(shape: tuple[int, int], tile: int, overlap: int) -> int:
-    """Tiles as ``predict.tiled_apply`` lays them out (origins every tile - overlap, the last flush)."""
+    """Tiles as ``tiling.tiled_apply`` lays them out (origins every tile - overlap, the last flush)."""
     count = 1
     for size in shape:
         starts = list(range(0, max(size - tile, 0) + 1, tile - overlap))

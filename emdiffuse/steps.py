@@ -347,6 +347,6 @@ def realism_markdown(rows: pd.DataFrame, reference: str) -> str:
 
 
 def timings(benchmark_dir: str, out_path: str) -> None:
-    from .benchmarks import collect, to_markdown
+    from .timings import collect, to_markdown
 
     write_text(out_path, to_markdown(collect(benchmark_dir)))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
 from emdiffuse.patches import SeededSampler
 from emdiffuse.io import read_image, write_image
-from emdiffuse.predict import tiled_apply
+from emdiffuse.tiling import tiled_apply
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
 
@@ -150,7 +150,7 @@ def iter_chunks(fn, anisotropic, chunk: int, z_factor: int, context: int = 0, pr
 
 
 def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndarray, **tiling) -> np.ndarray:
-    """``predict.tiled_apply`` for a multi-channel image (C, H, W): fn maps (B, C, th, tw) -> (B, C', th, tw).
+    """``tiling.tiled_apply`` for a multi-channel image (C, H, W): fn maps (B, C, th, tw) -> (B, C', th, tw).
 
     tiled_apply tiles one channel, so it is given the image of flat pixel indices and the tiles of
     ``stack`` are gathered from them (reflection padding included); blending is tiled_apply's own.

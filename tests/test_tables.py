@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emdiffuse.benchmarks import collect, to_markdown as timings_markdown
+from emdiffuse.timings import collect, to_markdown as timings_markdown
 from emdiffuse.tables import bootstrap_ci, describe_budget, evaluate_images, summarize, to_markdown
 
 

@@ -20,7 +20,7 @@ from emdiffuse.models.methods import REQUIRED, Method
 from emdiffuse.models.pssr import PSSRUNet
 from emdiffuse.models.rcan import RCAN
 from emdiffuse.patches import PatchSampler
-from emdiffuse.predict import tiled_apply
+from emdiffuse.tiling import tiled_apply
 from emdiffuse.train import ProgressSchedule, train_loop
 
 

@@ -27,7 +27,7 @@ from emdiffuse import __version__
 from emdiffuse.io import atomic_path
 from emdiffuse.models.care import CAREUNet, PercentileNormalizer, normalize_pairs
 from emdiffuse.patches import PatchSampler, pair_scale
-from emdiffuse.predict import tiled_apply
+from emdiffuse.tiling import tiled_apply
 from emdiffuse.train import train_loop
 
 REQUIRED = object()  # marks a params key that has no default
