@@ -281,19 +281,25 @@ def open_ome_zarr(path: str | os.PathLike):
 def read_zarr(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """Read a whole Zarr array (voxel size as :func:`write_zarr` writes it) or the full-resolution
     level of an OME-Zarr group."""
+    data, voxel = open_zarr(path)
+    return np.asarray(data[...]), voxel
+
+
+def open_zarr(path: str | os.PathLike):
+    """:func:`read_zarr`, lazily: the array as stored (a dask array for an OME-Zarr)."""
     import zarr
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if is_ome_zarr(path):
-        return read_ome_zarr(path)
+        return open_ome_zarr(path)
     try:
         z = zarr.open_array(str(path), mode="r")
     except Exception as exc:
         raise ValueError(f"{path}: not a readable Zarr array or OME-Zarr ({exc})") from exc
     voxel = z.attrs.get("voxel_size_nm")
-    return np.asarray(z[...]), tuple(voxel) if voxel else None
+    return z, tuple(voxel) if voxel else None
 
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st")
@@ -302,18 +308,27 @@ MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st")
 def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """An MRC image or stack (cryo-ET / FIB-SEM tools write it) and its voxel size in nm (the
     header states Angstrom; None when it states none)."""
+    with _open_mrc(path) as mrc:
+        return np.array(mrc.data), _mrc_voxel(mrc)
+
+
+def _open_mrc(path: str | os.PathLike):
+    """The file memory-mapped (``mrcfile.mmap``): its data are read when indexed."""
     import mrcfile
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            data, size = np.array(mrc.data), mrc.voxel_size
+        return mrcfile.mmap(path, mode="r", permissive=False)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
-    voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-data.ndim:]
-    return data, voxel if all(v > 0 for v in voxel) else None
+
+
+def _mrc_voxel(mrc) -> tuple[float, ...] | None:
+    size = mrc.voxel_size
+    voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-mrc.data.ndim:]
+    return voxel if all(v > 0 for v in voxel) else None
 
 
 def _slice_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -326,34 +341,15 @@ def open_image(path: str | os.PathLike):
     tifffile's Zarr view of its pages, Zarr and OME-Zarr arrays as stored, MRC memory-mapped), so
     a stack larger than memory is processed slice by slice. Small or interleaved (RGB) TIFFs are
     read whole."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    suffix = Path(path).suffix.lower()
     if suffix in (".tif", ".tiff"):
-        return _open_tiff(path)
-    if suffix == ".zarr" and is_ome_zarr(path):
-        return open_ome_zarr(path)
+        return _open_tiff(Path(path))
     if suffix == ".zarr":
-        import zarr
-
-        try:
-            z = zarr.open_array(str(path), mode="r")
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable Zarr array or OME-Zarr ({exc})") from exc
-        voxel = z.attrs.get("voxel_size_nm")
-        return z, tuple(voxel) if voxel else None
+        return open_zarr(path)
     if suffix in MRC_SUFFIXES:
-        import mrcfile
-
-        try:
-            mrc = mrcfile.mmap(path, mode="r", permissive=False)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
-        size = mrc.voxel_size
-        voxel = tuple(float(v) / 10 for v in (size.z, size.y, size.x))[-mrc.data.ndim:]
-        return mrc.data, voxel if all(v > 0 for v in voxel) else None
-    return read_image(path)
+        mrc = _open_mrc(path)  # stays open while its data are in use
+        return mrc.data, _mrc_voxel(mrc)
+    return read_image(path)  # names the supported formats
 
 
 #: TIFFs up to this size are read whole (tifffile's per-page Zarr view pays off for large stacks)
@@ -364,6 +360,8 @@ def _open_tiff(path: Path):
     import tifffile
     import zarr
 
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

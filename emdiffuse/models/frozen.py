@@ -158,12 +158,9 @@ def frozen_module(method, size: int, seed: int = 0) -> torch.jit.ScriptModule:
     restorer = Restorer(**restorer_kwargs(method))
     restorer.load_state_dict(restorer_state(method))
     restorer.eval()
+    side = size if restorer.upsample_input else size // method.scale  # the grid the network sees
     with torch.no_grad():
-        x = example_input(size if isinstance(method, CAREMethod) else size // method.scale,
-                          size if isinstance(method, CAREMethod) else size // method.scale)
-        if restorer.upsample_input:
-            x = F.interpolate(x, scale_factor=float(method.scale), mode="bilinear", align_corners=False)
-        restorer.net = torch.jit.trace(restorer.net, (x,), check_trace=False)
+        restorer.net = torch.jit.trace(restorer.net, (example_input(side, side),), check_trace=False)
     return torch.jit.script(restorer)
 
 

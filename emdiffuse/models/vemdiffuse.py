@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic
+from emdiffuse.models.methods import image_seed
 from emdiffuse.models.unet import PRESETS, DiffusionUNet, gamma_embedding
 from emdiffuse.patches import OFFICIAL_BLUR_SIGMA
 from emdiffuse.volumes import interpolate_z, output_positions, pair_offsets, tiled_stack_apply
@@ -112,11 +113,6 @@ def condition(batch_cond: torch.Tensor) -> torch.Tensor:
     return torch.cat([batch_cond[:, :2] * 2 - 1, batch_cond[:, 2:3], batch_cond[:, 3:] * 2 - 1], dim=1)
 
 
-def pair_seed(seed: int, pair: int) -> int:
-    """One generator per section pair (global index), so chunking never changes the noise."""
-    return int(np.random.SeedSequence([seed, pair]).generate_state(1)[0])
-
-
 @torch.no_grad()
 def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, seed: int, sampler: str,
                    steps: int, samples: int, tile: int, overlap: int, batch: int, multiple: int,
@@ -146,17 +142,19 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     owner, offsets = pair_offsets(len(sections), z_factor)
     positions = output_positions(len(sections), z_factor)
-    # per-slice images tiled with the sections: the chain starts, then the cubic condition
-    extras = [interpolate_z(sections, z_factor, positions, INIT_INTERPOLATION[init])] if init != "noise" else []
-    if cubic_condition:
-        extras.append(interpolate_z(sections, z_factor, positions, "cubic"))
+    # per-slice images tiled with the sections: the interpolations the chains start from and the
+    # cubic condition (one and the same image for init "cubic")
+    start_kind = INIT_INTERPOLATION.get(init)  # None: chains start from noise
+    kinds = list(dict.fromkeys([k for k in (start_kind, "cubic" if cubic_condition else None) if k]))
+    extras = [interpolate_z(sections, z_factor, positions, kind) for kind in kinds]
     group = owner + (offsets >= z_factor)
     means, stds = [], []
     for g in tqdm(np.unique(group), disable=not progress, desc="pairs", leave=False):
         k = min(g, len(sections) - 2)
         offs = torch.as_tensor(offsets[group == g], dtype=torch.float32)
         n = len(offs)
-        generator = torch.Generator().manual_seed(pair_seed(seed, start + int(g)))
+        # one generator per section pair (global index), so chunking never changes the noise
+        generator = torch.Generator().manual_seed(image_seed(seed, start + int(g)))
 
         def fn(tiles: torch.Tensor) -> torch.Tensor:  # channels: the two sections, then n per extra
             b, _, h, w = tiles.shape
@@ -164,10 +162,10 @@ def sample_between(model, sections: np.ndarray, start: int, z_factor: int, *, se
             pairs = tiles[:, :2].repeat_interleave(n * samples, 0)
             index = offs.to(device).repeat_interleave(samples).repeat(b)[:, None, None, None].expand(-1, 1, h, w)
             # batch order (tile, slice, sample), as pairs and index
-            per_slice = [tiles[:, 2 + i * n : 2 + (i + 1) * n].reshape(b * n, 1, h, w).repeat_interleave(samples, 0)
-                         for i in range(len(extras))]
-            x0_init = per_slice[0] if init != "noise" else None
-            cond = torch.cat([pairs, index, *per_slice[len(per_slice) - int(cubic_condition):]], 1)
+            per_slice = {kind: tiles[:, 2 + i * n : 2 + (i + 1) * n].reshape(b * n, 1, h, w).repeat_interleave(samples, 0)
+                         for i, kind in enumerate(kinds)}
+            x0_init = per_slice[start_kind] if start_kind else None
+            cond = torch.cat([pairs, index, *([per_slice["cubic"]] if cubic_condition else [])], 1)
             groups = None
             if z_noise == "shared":  # batch order (tile, slice, sample): one draw per (tile, sample)
                 groups = (torch.arange(b)[:, None, None] * samples + torch.arange(samples)).expand(b, n, samples)
