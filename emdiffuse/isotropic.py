@@ -141,8 +141,10 @@ def check_isotropic(config: dict) -> None:
         if not is_scored(entry):
             vz, vy, vx = (float(v) for v in entry["voxel_nm"])
             if abs(vz / z - max(vy, vx)) > 0.15 * max(vy, vx):  # 30 nm sections x4: 7.5 nm slices from 10 nm pixels
+                key = (f"{where}.z_factor_by_dataset.{name}" if name in task_cfg.get("z_factor_by_dataset", {})
+                       else f"{where}.z_factor (for {name}; override per dataset in {where}.z_factor_by_dataset)")
                 raise ConfigError(
-                    f"{where}.z_factor_by_dataset.{name}: {z} turns {vz:g} nm sections into {vz / z:g} nm slices, "
+                    f"{key}: {z} turns {vz:g} nm sections into {vz / z:g} nm slices, "
                     f"far from the {max(vy, vx):g} nm lateral pixel (datasets.{name}.voxel_nm); set the factor "
                     f"to about {round(vz / max(vy, vx))}")
             if not dataset_methods(task_cfg, entry):

@@ -120,6 +120,20 @@ def real_pairs(volume: np.ndarray, acquisitions: dict[str, np.ndarray], z: np.nd
     }
 
 
+def centre_crop_pairs(pairs: dict[str, np.ndarray], crop, factor: int = 1) -> dict[str, np.ndarray]:
+    """Pairs cut to a centred lateral crop of at most ``crop`` (y, x) ground-truth pixels, so that
+    prediction and scoring cost stay bounded on large planes (smaller planes are kept whole). The
+    crop's corner and size are multiples of ``factor``, so the input keeps exactly the same field."""
+    if crop is None:
+        return pairs
+    h, w = pairs["targets"].shape[-2:]
+    ch, cw = (min(int(c), s) // factor * factor for c, s in zip(crop, (h, w)))
+    y, x = (h - ch) // 2 // factor * factor, (w - cw) // 2 // factor * factor
+    return {**pairs,
+            "targets": pairs["targets"][:, y : y + ch, x : x + cw],
+            "inputs": pairs["inputs"][:, y // factor : (y + ch) // factor, x // factor : (x + cw) // factor]}
+
+
 def check_pairing(inputs: np.ndarray, targets: np.ndarray, factor: int, source: str) -> None:
     """Refuse pairs whose size ratio is not ``factor`` or whose images are misaligned.
 

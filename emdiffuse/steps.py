@@ -41,10 +41,11 @@ def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, see
                train_path: str, test_path: str, calibration_path: str, *,
                acquisitions_path: str | None = None) -> None:
     """Cut the prepared volume into train, test and calibration slices (``calibration_images``
-    from the gap between train and test) and degrade them as the task says, or, with
+    from the gap between train and test; both centre-cropped to ``test_crop``) and degrade them as
+    the task says, or, with
     ``pairs.source: real``, pair them with the dataset's real registered acquisitions."""
     from .datasets import load_volume
-    from .pairs import PAIR_MAKERS, centre, real_pairs, split_slices, spread
+    from .pairs import PAIR_MAKERS, centre, centre_crop_pairs, real_pairs, split_slices, spread
 
     pairs_cfg = task_cfg["pairs"]
     volume, _ = load_volume(volume_path)
@@ -70,9 +71,11 @@ def make_pairs(task: str, task_cfg: dict, split_cfg: dict, volume_path: str, see
                           f"training and test ranges to calibrate the reliability threshold on "
                           f"(tasks.{task}.calibration_images); use a gap of at least split.slice_step")
     rng = np.random.default_rng(seed)
+    crop, factor = task_cfg.get("test_crop"), int(pairs_cfg.get("factor", 1))
     save_npz(train_path, **make(volume, slices["train"], pairs_cfg, rng))
-    save_npz(test_path, **make(volume, test_z, pairs_cfg, rng))
-    save_npz(calibration_path, **make(volume, calibration_z, pairs_cfg, rng))  # after test: train/test unchanged
+    save_npz(test_path, **centre_crop_pairs(make(volume, test_z, pairs_cfg, rng), crop, factor))
+    # after test, so train and test draw the same noise with or without calibration images
+    save_npz(calibration_path, **centre_crop_pairs(make(volume, calibration_z, pairs_cfg, rng), crop, factor))
 
 
 def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:

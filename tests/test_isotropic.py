@@ -191,6 +191,10 @@ def test_config_helpers_and_checks():
     bad["tasks"]["isotropic"]["z_factor_by_dataset"] = {"m": 4}
     with pytest.raises(ConfigError, match="z_factor_by_dataset.m: 4 turns 30 nm sections into 7.5 nm.*about 3"):
         check_references(bad)
+    del bad["tasks"]["isotropic"]["z_factor_by_dataset"]  # the task's own factor names its own key
+    bad["tasks"]["isotropic"]["z_factor"] = 2
+    with pytest.raises(ConfigError, match=r"tasks.isotropic.z_factor \(for m; override .*\): 2 turns 30 nm"):
+        check_references(bad)
     bad = copy.deepcopy(config)
     bad["tasks"]["isotropic"]["metrics"] = ["PSNR", "resolution_ratio"]  # 4 sections x4: 12 slices deep
     with pytest.raises(ConfigError, match=r"test_sections: 4 sections x4 \(p\) reconstruct 12 slices.*use >= 12"):

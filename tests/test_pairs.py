@@ -8,7 +8,7 @@ import pytest
 from emdiffuse.config import ConfigError
 from emdiffuse.datasets import load_volume, prepare, save_prepared
 from emdiffuse.io import load_npz
-from emdiffuse.pairs import centre, denoise_pairs, split_slices, spread
+from emdiffuse.pairs import centre, centre_crop_pairs, denoise_pairs, split_slices, spread, superres_pairs
 from emdiffuse.steps import make_pairs
 
 PAIRS = {"gt_dwell_us": 36.0, "dwell_us": [0.5, 4.0], "electrons_per_us": 20.0, "read_noise": 1.0}
@@ -73,6 +73,18 @@ def test_make_pairs_from_a_prepared_phantom_is_deterministic(tmp_path):
     with pytest.warns(UserWarning, match=r"tasks.denoise.test_images: 9 asked, but .* has only 2 test slices"):
         make_pairs("denoise", {**task, "test_images": 9}, split, tmp_path / "v.tif", 7, tmp_path / "c_train.npz",
                    tmp_path / "c_test.npz", tmp_path / "c_cal.npz")
+
+
+def test_test_crop_cuts_the_same_field_from_input_and_ground_truth():
+    volume = np.random.default_rng(0).random((3, 40, 52), dtype=np.float32)
+    sr = {"factor": 2, "probe_sigma_px": 1.0, "gt_dwell_us": 36.0, "dwell_us": [2.0], "electrons_per_us": 20.0,
+          "read_noise": 1.0}
+    whole = superres_pairs(volume, np.arange(3), sr, np.random.default_rng(1))
+    cut = centre_crop_pairs(whole, (25, 100), factor=2)  # odd and oversized: 24 rows, all 52 columns
+    assert cut["targets"].shape == (3, 24, 52) and cut["inputs"].shape == (3, 12, 26)
+    # the corner is a multiple of the factor: the same field, sub-arrays of the whole pairs
+    assert np.array_equal(cut["targets"], whole["targets"][:, 8:32]) and np.array_equal(cut["inputs"], whole["inputs"][:, 4:16])
+    assert np.array_equal(cut["level"], whole["level"]) and centre_crop_pairs(whole, None) is whole
 
 
 @pytest.mark.parametrize("value, words", [(np.nan, "1 of 4096 values are not finite (NaN or inf)"),
