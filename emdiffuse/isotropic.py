@@ -51,12 +51,13 @@ def z_factor_for(task_cfg: dict, dataset: str) -> int:
     return int(task_cfg.get("z_factor_by_dataset", {}).get(dataset, task_cfg["z_factor"]))
 
 
-def method_class(method: str):
-    from .models.volume_methods import VOLUME_METHODS
+def method_entry(method: str):
+    """The volume method's catalog entry (defaults, learned, training data; no torch)."""
+    from .models.catalog import VOLUME
 
-    if method not in VOLUME_METHODS:
-        raise ConfigError(f"tasks.{TASK}.methods: {method!r} is not a volume method (known: {sorted(VOLUME_METHODS)})")
-    return VOLUME_METHODS[method]
+    if method not in VOLUME:
+        raise ConfigError(f"tasks.{TASK}.methods: {method!r} is not a volume method (known: {sorted(VOLUME)})")
+    return VOLUME[method]
 
 
 def dataset_methods(task_cfg: dict, entry: dict) -> list[str]:
@@ -64,26 +65,26 @@ def dataset_methods(task_cfg: dict, entry: dict) -> list[str]:
     only those that learn from the sections themselves or not at all."""
     if is_scored(entry):
         return list(task_cfg["methods"])
-    return [m for m in task_cfg["methods"] if method_class(m).training_data != "isotropic"]
+    return [m for m in task_cfg["methods"] if method_entry(m).training_data != "isotropic"]
 
 
 def learned(method: str) -> bool:
-    return method_class(method).learned
+    return method_entry(method).learned
 
 
 def merged_params(method: str, params: dict) -> dict:
     """The method's defaults overlaid with its config entry (errors name the config key)."""
-    from .models.methods import merge_params
+    from .models.catalog import merge_params
 
     try:
-        return merge_params(method_class(method).DEFAULTS, params, f"methods.{method}")
+        return merge_params(method_entry(method).defaults, params, f"methods.{method}")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
 def is_sampled(method: str, params: dict) -> bool:
     """Does prediction draw K > 1 samples (and so write an uncertainty volume)?"""
-    predict = {**method_class(method).DEFAULTS.get("predict", {}), **params.get("predict", {})}
+    predict = {**method_entry(method).defaults.get("predict", {}), **params.get("predict", {})}
     return int(predict.get("samples", 1)) > 1
 
 
@@ -123,7 +124,7 @@ def budget(method: str, params: dict) -> str:
     predict = p["predict"]
     text = describe_budget(method, {"train": p["train"], "model": p["model"],
                                     "sample": predict if "sampler" in predict else None})
-    return f"{text}; trained on {data[method_class(method).training_data]}"
+    return f"{text}; trained on {data[method_entry(method).training_data]}"
 
 
 def check_isotropic(config: dict) -> None:
@@ -277,7 +278,7 @@ def train_volume(method: str, params: dict, z_factor: int, volume_path: str, see
 def load_for_prediction(method: str, params: dict, z_factor: int, model_path: str | None, seed: int):
     """The fitted method with the config's ``predict`` settings (so they never need retraining)."""
     from .device import pick_device
-    from .models.methods import merge_params
+    from .models.catalog import merge_params
     from .models.volume_methods import build_volume_method, load_volume_method
 
     if model_path is None:

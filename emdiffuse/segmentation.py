@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .io import atomic_path, load_npz, save_npz, write_text
-from .models.methods import REQUIRED, merge_params, read_checkpoint, write_checkpoint
+from .models.catalog import REQUIRED, merge_params
+from .models.methods import read_checkpoint, write_checkpoint
 from .patches import SeededSampler, _flip_rot
 
 BACKGROUND = "background"

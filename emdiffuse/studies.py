@@ -422,10 +422,10 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
 def input_scores(subset: dict, metrics: list[str], *, task: str, dataset: str) -> dict[str, float]:
     """Mean scores of the degraded input itself on the subset (cubic upsampling for super-resolution,
     as the ``input`` method does): the floor any sampler setting, the reference included, should beat."""
-    from .models.registry import METHODS
+    from .models.registry import build_method
     from .tables import evaluate_images
 
-    baseline = METHODS["input"]({}, device="cpu", seed=0)
+    baseline = build_method("input", {}, device="cpu", seed=0)
     baseline.scale = pair_scale(subset["inputs"], subset["targets"])  # all a non-learned method knows
     prediction = baseline.predict(subset["inputs"], seed=0, progress=False)["prediction"]
     rows = evaluate_images(prediction, subset["targets"], subset["level"], subset["level_name"], metrics,

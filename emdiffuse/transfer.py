@@ -83,10 +83,11 @@ def select_test_subset(pairs: dict[str, np.ndarray], *, images: int, levels: lis
 
 # --- budgets: what each variant is trained with ------------------------------------------------
 
-def _method_class(method: str):
-    from .models.registry import METHODS
+def _entry(method: str):
+    """The method's catalog entry (defaults, learned, learning-rate key; no torch)."""
+    from .models.catalog import image_method
 
-    return METHODS[method]
+    return image_method(method, f"transfer: method {method!r}")
 
 
 def transfer_methods(config: dict, task: str) -> list[str]:
@@ -95,15 +96,15 @@ def transfer_methods(config: dict, task: str) -> list[str]:
 
 
 def learned(method: str) -> bool:
-    return _method_class(method).learned
+    return _entry(method).learned
 
 
 def finetune_train(config: dict, method: str) -> dict:
     """Overrides of the method's ``train`` block for fine-tuning: the fine-tuning iterations, the
     method's own learning rate times ``lr_factor``, then ``overrides.<method>`` (which win)."""
-    ft, cls = config["transfer"]["finetune"], _method_class(method)
+    ft, cls = config["transfer"]["finetune"], _entry(method)
     own = config["methods"][method].get("train", {})
-    defaults = cls.DEFAULTS.get("train", {})
+    defaults = cls.defaults.get("train", {})
     lr = own.get(cls.lr_key, defaults.get(cls.lr_key))
     train = {"iterations": ft["iterations"]}
     if lr is not None:

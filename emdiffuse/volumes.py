@@ -19,16 +19,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from emdiffuse.data.degrade import anisotropic, anisotropic_positions
 from emdiffuse.patches import SeededSampler
 from emdiffuse.io import read_image, write_image
-from emdiffuse.tiling import tiled_apply
+
+if TYPE_CHECKING:
+    import torch
 
 _FLOAT32_EXACT = 2**24  # largest pixel count whose flat indices float32 holds exactly
 
@@ -155,6 +156,10 @@ def tiled_stack_apply(fn: Callable[[torch.Tensor], torch.Tensor], stack: np.ndar
     tiled_apply tiles one channel, so it is given the image of flat pixel indices and the tiles of
     ``stack`` are gathered from them (reflection padding included); blending is tiled_apply's own.
     """
+    import torch  # here, not at the top: planning a run reads this module's grid functions without torch
+
+    from emdiffuse.tiling import tiled_apply
+
     h, w = stack.shape[1:]
     if h * w > _FLOAT32_EXACT:
         raise ValueError(f"lateral size {h}x{w} exceeds {_FLOAT32_EXACT} pixels; crop the volume laterally")

@@ -107,3 +107,16 @@ def test_derived_seed_is_stable_and_distinct():
     assert derived_seed(0, "a") != derived_seed(1, "a")
     # fixed value: Python's salted hash() would change across processes, crc32 does not
     assert derived_seed(0, "x") == 2363233923 % (2**31 - 1)
+
+
+def test_schema_knows_exactly_the_catalog_methods(repo):
+    """The schema still names the methods (its per-method blocks); it must list the catalog's, no more."""
+    import yaml
+
+    from emdiffuse.models.catalog import IMAGE, VOLUME
+
+    schema = yaml.safe_load((repo / SCHEMA).read_text())
+    assert set(schema["properties"]["methods"]["properties"]) == set(IMAGE) | set(VOLUME)
+    assert schema["$defs"]["task_common"]["methods"]["items"]["enum"] == list(IMAGE)
+    assert schema["properties"]["transfer"]["properties"]["methods"]["items"]["enum"] == list(IMAGE)
+    assert schema["$defs"]["isotropic_task"]["properties"]["methods"]["items"]["enum"] == list(VOLUME)

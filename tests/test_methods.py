@@ -5,8 +5,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from emdiffuse.models.catalog import IMAGE
 from emdiffuse.models.methods import CAREMethod
-from emdiffuse.models.registry import METHODS, build_method, load_method
+from emdiffuse.models.registry import build_method, load_method, method_class
 
 CPU = torch.device("cpu")
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -42,7 +43,7 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
     inputs, targets = toy_pairs()
     out = {}
-    for name in METHODS:
+    for name in IMAGE:
         method = build_method(name, TINY[name], device=CPU, seed=0)
         history = method.fit(inputs, targets, checkpoint_path=root / f"{name}.ckpt", **QUIET)
         assert len(history) == (0 if not method.learned else 10)
@@ -51,7 +52,7 @@ def fitted(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", list(IMAGE))
 def test_fit_save_load_predict(fitted, name):
     method, path = fitted[name]
     inputs = toy_pairs(n=2, size=24)[0]  # not a multiple of the training patch
@@ -124,7 +125,7 @@ def test_raising_iterations_continues_training_other_changes_train_afresh(tmp_pa
 
 def test_load_errors(fitted, tmp_path):
     with pytest.raises(ValueError, match="holds a 'care' checkpoint, not 'emdiffuse'"):
-        METHODS["emdiffuse"].load(fitted["care"][1], device=CPU)
+        method_class("emdiffuse").load(fitted["care"][1], device=CPU)
     with pytest.raises(FileNotFoundError, match="no such method checkpoint"):
         load_method(tmp_path / "missing.pt", device=CPU)
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")

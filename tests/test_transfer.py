@@ -14,7 +14,8 @@ import emdiffuse.train as train_module
 from emdiffuse.config import ConfigError, check_references
 from emdiffuse.datasets import prepare, save_prepared
 from emdiffuse.io import load_npz, save_npz
-from emdiffuse.models.registry import METHODS, build_method, load_method
+from emdiffuse.models.catalog import IMAGE
+from emdiffuse.models.registry import build_method, load_method
 from emdiffuse.pairs import check_pairing, split_slices
 from emdiffuse.steps import make_pairs
 from emdiffuse import transfer
@@ -46,7 +47,7 @@ TINY = {
              "predict": {"tile": 32, "overlap": 8}},
 }
 TINY["emdiffuse_v"] = TINY["emdiffuse"]  # the variant fine-tunes like the faithful model
-LEARNED = [name for name, cls in METHODS.items() if cls.learned]
+LEARNED = [name for name, entry in IMAGE.items() if entry.learned]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,7 +156,7 @@ def test_finetuning_starts_from_the_domain_a_weights_and_changes_them(domain_a, 
     before = flat_weights(a)
     stats = getattr(a, "stats", None)
     one = toy(1, 32 // scale, scale, seed=5, shift=0.1)
-    lr_key = METHODS[name].lr_key
+    lr_key = IMAGE[name].lr_key
     lr = 1e-4
     history = a.finetune(*one, train={"iterations": 3, lr_key: lr}, seed=9, checkpoint_path=tmp_path / "ft.ckpt",
                          **QUIET)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from emdiffuse.data.degrade import anisotropic_positions
-from emdiffuse.models.volume_methods import VOLUME_METHODS, build_volume_method, load_volume_method
+from emdiffuse.models.catalog import VOLUME
+from emdiffuse.models.volume_methods import CubicMethod, build_volume_method, load_volume_method
 from emdiffuse.volumes import (BlockSampler, interpolate_z, isotropic_voxel, make_anisotropic, output_positions,
                                pair_offsets, plane_views, process_in_chunks, read_volume, tiled_stack_apply,
                                write_volume)
@@ -137,7 +138,7 @@ def test_block_sampler_is_deterministic_and_resumable():
 
 
 def test_registry_and_errors(tmp_path):
-    assert set(VOLUME_METHODS) == {"linear", "cubic", "srunet3d", "vemdiffuse_i", "vemdiffuse_a"}
+    assert set(VOLUME) == {"linear", "cubic", "srunet3d", "vemdiffuse_i", "vemdiffuse_a"}
     with pytest.raises(ValueError, match="unknown volume method 'bicubic'"):
         build_volume_method("bicubic", {}, z_factor=3, device=CPU, seed=0)
     with pytest.raises(ValueError, match=r"linear: unknown key\(s\) \['order'\]"):
@@ -148,4 +149,4 @@ def test_registry_and_errors(tmp_path):
     method.save(tmp_path / "linear.pt")
     assert load_volume_method(tmp_path / "linear.pt", device=CPU).z_factor == 3
     with pytest.raises(ValueError, match="not a 'cubic' volume method"):
-        VOLUME_METHODS["cubic"].load(tmp_path / "linear.pt", device=CPU)
+        CubicMethod.load(tmp_path / "linear.pt", device=CPU)

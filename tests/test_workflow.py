@@ -84,6 +84,18 @@ def test_dry_run_of_all_lists_every_rule(repo, tmp_path):
         assert f"\n{rule} " in stats, f"rule {rule} missing from the dry run of all"
 
 
+@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
+def test_planning_imports_no_torch(repo, tmp_path, config):
+    """Parsing and planning read the method catalog, not the implementations: no torch (seconds per dry run)."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "-n",
+           "--cores", "1", "--directory", str(tmp_path), f"--configfile={repo / 'config' / config}", "all"]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "emdiffuse.models.catalog" in imported and "emdiffuse.isotropic" in imported  # the planning ran
+    assert not {"torch", "emdiffuse.models.methods", "emdiffuse.models.volume_methods"} & imported
+
+
 @pytest.mark.parametrize("target,rules", [("table_sampling", ["sampling_run", "sampling_table", "study_subset"]),
                                           ("table_loss_ablation", ["loss_ablation_train", "loss_ablation_table"])])
 def test_study_targets_build_only_their_study(repo, tmp_path, target, rules):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emdiffuse.models.care import PercentileNormalizer, percentile_normalize
-from emdiffuse.models.methods import REQUIRED, Method
+from emdiffuse.models.methods import Method
 from emdiffuse.models.pssr import PSSRUNet
 from emdiffuse.models.rcan import RCAN
 from emdiffuse.patches import PatchSampler
@@ -127,14 +127,6 @@ class RCANMethod(LowResInputMethod):
     """
 
     name = "rcan"
-    DEFAULTS = {
-        "variant": "auto",
-        "model": {"n_resgroups": None, "n_resblocks": None, "n_feats": None, "reduction": None, "res_scale": 1.0},
-        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": None, "patch": None, "lr": 1e-4,
-                  "lr_step": None, "checkpoint_every": 1000, "amp": False},
-        "normalize": {"pmin": 2.0, "pmax": 99.9},
-        "predict": {"tile": 256, "overlap": 32, "batch": 4},
-    }
 
     def _build(self):
         if self.params["variant"] not in ("auto", *RCAN_VARIANTS):
@@ -198,13 +190,6 @@ class PSSRMethod(LowResInputMethod):
 
     name = "pssr"
     target_multiple = 32
-    lr_key = "max_lr"
-    DEFAULTS = {
-        "model": {"width_mult": 1.0, "layers": [3, 4, 6, 3], "blur": True, "self_attention": True},
-        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": 8, "patch": 256, "max_lr": 4e-4,
-                  "div_factor": 25.0, "pct_start": 0.3, "weight_decay": 1e-3, "checkpoint_every": 1000, "amp": False},
-        "predict": {"tile": 256, "overlap": 32, "batch": 4},
-    }
 
     def _build(self):
         if self.params["train"]["batch_size"] < 2:

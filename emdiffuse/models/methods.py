@@ -25,38 +25,12 @@ from scipy import ndimage
 
 from emdiffuse import __version__
 from emdiffuse.io import atomic_path
+from emdiffuse.models import catalog
+from emdiffuse.models.catalog import merge_params
 from emdiffuse.models.care import CAREUNet, PercentileNormalizer, normalize_pairs
 from emdiffuse.patches import PatchSampler, pair_scale
 from emdiffuse.tiling import tiled_apply
 from emdiffuse.train import train_loop
-
-REQUIRED = object()  # marks a params key that has no default
-
-
-class Free(dict):
-    """A params subtree taken whole (its consumer validates it), not merged key by key."""
-
-
-def merge_params(defaults: dict, given: Any, where: str) -> dict:
-    """Defaults overlaid with ``given``; unknown or missing keys are errors naming their path."""
-    if not isinstance(given, dict):
-        raise ValueError(f"{where}: expected a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(defaults)}")
-    merged = {}
-    for key, default in defaults.items():
-        path = f"{where}.{key}"
-        if isinstance(default, dict) and not isinstance(default, Free):
-            merged[key] = merge_params(default, given.get(key, {}), path)
-        elif key in given:
-            merged[key] = given[key]
-        elif default is REQUIRED:
-            raise ValueError(f"{path}: required key is missing")
-        else:
-            merged[key] = copy.deepcopy(dict(default) if isinstance(default, Free) else default)
-    return merged
-
 
 def upsample(images: np.ndarray, factor: int, mode: str) -> np.ndarray:
     """(N, H, W) -> (N, H*f, W*f) by torch interpolation (pixel centres aligned, no corner pinning)."""
@@ -129,13 +103,6 @@ def _state_digest(state: Any) -> str:
     return h.hexdigest()
 
 
-def registry_entry(table: dict, name: str, where: str, what: str = "method"):
-    """``table[name]``, or an error naming ``where`` and the known names (method registries)."""
-    if name not in table:
-        raise ValueError(f"{where}: unknown {what} {name!r}; known {what}s: {sorted(table)}")
-    return table[name]
-
-
 class DiffusionWeights:
     """Checkpoint state of a diffusion model (``self.diffusion``) and its optional EMA copy
     (``self.ema``), shared by the image and the volume diffusion methods."""
@@ -158,13 +125,20 @@ class DiffusionWeights:
 
 
 class Method:
-    """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` and the ``_`` hooks."""
+    """Base class; subclasses set ``name`` and the ``_`` hooks."""
 
     name: str = ""
     learned: bool = True
     DEFAULTS: dict = {}
     #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
     lr_key: str = "lr"
+
+    def __init_subclass__(cls, **kwargs):
+        """A method class with an entry in ``catalog.IMAGE`` takes its settings from there."""
+        super().__init_subclass__(**kwargs)
+        entry = catalog.IMAGE.get(cls.__dict__.get("name", ""))
+        if entry is not None:
+            cls.DEFAULTS, cls.learned, cls.lr_key = entry.defaults, entry.learned, entry.lr_key
 
     def __init__(self, params: dict, *, device: torch.device, seed: int):
         self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
@@ -295,7 +269,7 @@ class InputMethod(Method):
     cubic-spline interpolation (``scipy.ndimage.zoom(order=3)``, the cubic reference of the official
     repo's 3D-SR-UNet baseline) on the pixel-centre grid (``grid_mode``), edges mirrored."""
 
-    name, learned = "input", False
+    name = "input"
 
     def _predict(self, inputs, seed, progress, start):
         if self.scale == 1:
@@ -313,15 +287,6 @@ class CAREMethod(Method):
     """
 
     name = "care"
-    DEFAULTS = {
-        "model": {"n_depth": 2, "kern_size": 5, "n_first": 32, "residual": True},
-        "train": {
-            "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 128, "lr": 4e-4,
-            "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000, "amp": False,
-            "normalize": {"pmin_low": 1.0, "pmin_high": 3.0, "pmax_low": 99.5, "pmax_high": 99.9},
-        },
-        "predict": {"pmin": 2.0, "pmax": 99.8, "tile": 256, "overlap": 32, "batch": 4},
-    }
 
     def _build(self):
         self.net = CAREUNet(**self.params["model"]).to(self.device)
@@ -385,13 +350,6 @@ def intensity_augmented(cond: torch.Tensor, target: torch.Tensor, strength: floa
 
 HEAD_GROUPS_V = 4  # output-head GroupNorm groups of emdiffuse_v: 4 channels per group at cpu-small's 16
 
-OFFICIAL_DIFFUSION = {
-    "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
-    "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
-    "prediction": "eps",
-}
-
-
 class EMDiffuseMethod(DiffusionWeights, Method):
     """EMDiffuse-n/-r: conditional diffusion (official schedules, MSE on noise, Adam lr 5e-5,
     linear warm-up, EMA 0.9999, input-only blur p = 0.5, flips/rot90), sampled K times per input.
@@ -412,17 +370,6 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     """
 
     name = "emdiffuse"
-    DEFAULTS = {
-        "model": Free({"preset": "official"}),
-        "diffusion": OFFICIAL_DIFFUSION,
-        "train": {
-            "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
-            "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
-            "difficulty_loss": True, "intensity_augment": 0.0,
-        },
-        "sample": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
-                   "precision": "auto", "difficulty": False, "init": "noise"},
-    }
 
     def _build(self):
         from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS, ConditionalDiffusion
@@ -534,11 +481,6 @@ class EMDiffuseVMethod(EMDiffuseMethod):
     """
 
     name = "emdiffuse_v"
-    DEFAULTS = {
-        **EMDiffuseMethod.DEFAULTS,
-        "diffusion": {**OFFICIAL_DIFFUSION, "prediction": "v"},
-        "train": {**EMDiffuseMethod.DEFAULTS["train"], "intensity_augment": 0.1},
-    }
 
     def _build(self):
         # taken whole from the config (Free): a copy with the variant's network filled in

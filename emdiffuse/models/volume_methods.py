@@ -19,22 +19,29 @@ import numpy as np
 import torch
 
 from emdiffuse.data.degrade import anisotropic
-from emdiffuse.models.methods import (OFFICIAL_DIFFUSION, REQUIRED, DiffusionWeights, Free, _digest, merge_params,
-                                      read_checkpoint, registry_entry, write_checkpoint)
+from emdiffuse.models import catalog
+from emdiffuse.models.catalog import merge_params
+from emdiffuse.models.methods import DiffusionWeights, _digest, read_checkpoint, write_checkpoint
 from emdiffuse.train import train_loop
 from emdiffuse.volumes import (BlockSampler, interpolate_z, iter_chunks, output_positions, stitch,
                                tiled_stack_apply)
 
 
 class VolumeMethod:
-    """Base class; subclasses set ``name``, ``learned``, ``DEFAULTS`` (with a ``predict.chunk``) and hooks."""
+    """Base class; subclasses set ``name`` and the hooks."""
 
     name: str = ""
     learned: bool = True
-    #: what ``fit`` learns from: "isotropic" (an isotropic volume), "sections" (the anisotropic
-    #: volume it reconstructs) or None (not learned); the workflow picks the training file by it.
+    #: what ``fit`` learns from (``catalog.Entry.training_data``)
     training_data: str | None = "isotropic"
     DEFAULTS: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """A volume method class with an entry in ``catalog.VOLUME`` takes its settings from there."""
+        super().__init_subclass__(**kwargs)
+        entry = catalog.VOLUME.get(cls.__dict__.get("name", ""))
+        if entry is not None:
+            cls.DEFAULTS, cls.learned, cls.training_data = entry.defaults, entry.learned, entry.training_data
 
     def __init__(self, params: dict | None, *, z_factor: int, device: torch.device, seed: int):
         self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
@@ -148,8 +155,7 @@ def _as_volume(volume: np.ndarray, where: str) -> np.ndarray:
 class LinearMethod(VolumeMethod):
     """Linear interpolation between the two bracketing sections."""
 
-    name, learned, training_data = "linear", False, None
-    DEFAULTS = {"predict": {"chunk": 64}}
+    name = "linear"
 
     def _predict(self, sections, start, seed, progress):
         positions = output_positions(len(sections), self.z_factor)
@@ -176,12 +182,6 @@ class SRUNet3DMethod(VolumeMethod):
     """
 
     name = "srunet3d"
-    DEFAULTS = {
-        "model": {"width": 32},
-        "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 64, "sections": 8, "lr": 1e-4,
-                  "checkpoint_every": 1000, "section_profile": "box", "amp": False},
-        "predict": {"chunk": 8, "context": 4, "tile": 128, "overlap": 16, "batch": 1},
-    }
 
     def _build(self):
         from emdiffuse.models.srunet3d import SRUNet3D
@@ -238,15 +238,6 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
     """
 
     name = "vemdiffuse_i"
-    DEFAULTS = {
-        "model": Free({"preset": "official"}),
-        "diffusion": OFFICIAL_DIFFUSION,
-        "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": 0,
-                  "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
-                  "section_profile": "box"},
-        "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                    "chunk": 16, "precision": "auto", "init": "noise", "z_noise": "independent"},
-    }
 
     def _build(self):
         from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
@@ -326,7 +317,7 @@ class VEMDiffuseAMethod(VEMDiffuseIMethod):
     ``patch`` (officially: duplicated).
     """
 
-    name, training_data = "vemdiffuse_a", "sections"
+    name = "vemdiffuse_a"
 
     def training_stack(self, volume: np.ndarray) -> np.ndarray:
         """The anisotropic volume re-sliced to (y, z, x), z mirrored up to the patch size."""
@@ -335,17 +326,8 @@ class VEMDiffuseAMethod(VEMDiffuseIMethod):
         return np.pad(resliced, ((0, 0), (0, max(short, 0)), (0, 0)), mode="symmetric")
 
 
-VOLUME_METHODS: dict[str, type[VolumeMethod]] = {
-    "linear": LinearMethod,
-    "cubic": CubicMethod,
-    "srunet3d": SRUNet3DMethod,
-    "vemdiffuse_i": VEMDiffuseIMethod,
-    "vemdiffuse_a": VEMDiffuseAMethod,
-}
-
-
 def _method_class(name: str, where: str) -> type[VolumeMethod]:
-    return registry_entry(VOLUME_METHODS, name, where, "volume method")
+    return catalog.volume_method(name, where).load()
 
 
 def build_volume_method(name: str, params: dict, *, z_factor: int, device: torch.device, seed: int) -> VolumeMethod:

@@ -61,7 +61,7 @@ def volume_z_factor(wildcards):
 def volume_training_file(wildcards):
     """What a method learns from: the isotropic training volume, or (vEMDiffuse-a) ONLY the
     anisotropic test sections it reconstructs."""
-    kind = iso.method_class(wildcards.method).training_data
+    kind = iso.method_entry(wildcards.method).training_data
     name = {"isotropic": "train_volume", "sections": "test_sections"}[kind]
     return f"data/pairs/isotropic/{wildcards.dataset}/{name}.tif"
 
