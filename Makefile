@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine that has only Python 3.10+:
+# Two entry points for a fresh machine that has only Python 3.11+:
 #   make all    set up .venv and run the default workflow (embedded EM phantom, CPU budgets)
 #   make test   set up .venv and run the tests (units, loopback downloads, workflow on the tiny config)
 VENV ?= .venv
@@ -17,6 +17,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/snakemake --lint
+	$(VENV)/bin/snakefmt --check workflow
 
 setup: $(VENV)/.installed
 

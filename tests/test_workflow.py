@@ -75,6 +75,12 @@ def test_lint_is_clean(repo):
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
 
 
+def test_rules_are_snakefmt_clean(repo):
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "workflow"], cwd=repo, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, f"run `snakefmt workflow` (line length from pyproject.toml):\n{proc.stderr[-3000:]}"
+
+
 def test_dry_run_of_all_lists_every_rule(repo, tmp_path):
     proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                      f"--configfile={repo / 'config' / 'config.yaml'}", "all")

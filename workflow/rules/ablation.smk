@@ -8,24 +8,24 @@ rule loss_ablation_train:
     output:
         model="results/loss_ablation/{task}/{dataset}/loss_{variant}/model.pt",
         history="results/loss_ablation/{task}/{dataset}/loss_{variant}/history.csv",
-    wildcard_constraints:
-        variant="on|off",
-    params:
-        method="emdiffuse",
-        method_params=ablation_method_params,
-        seed=study_seed("loss_ablation"),
-        factor=task_factor,
     log:
         "logs/loss_ablation_train/{task}/{dataset}/{variant}.log",
     benchmark:
         "benchmarks/loss_ablation_train/{task}/{dataset}/{variant}.tsv"
+    wildcard_constraints:
+        variant="on|off",
+    conda:
+        "../envs/torch.yaml"
     threads: 1  # as rule train
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method="emdiffuse",
+        method_params=ablation_method_params,
+        seed=study_seed("loss_ablation"),
+        factor=task_factor,
     script:
         "../scripts/train.py"
 
@@ -36,21 +36,21 @@ rule loss_ablation_predict:
         pairs=ablation_subset,
     output:
         predictions="results/loss_ablation/{task}/{dataset}/loss_{variant}/test.npz",
-    wildcard_constraints:
-        variant="on|off",
-    params:
-        seed=study_seed("loss_ablation"),
     log:
         "logs/loss_ablation_predict/{task}/{dataset}/{variant}.log",
     benchmark:
         "benchmarks/loss_ablation_predict/{task}/{dataset}/{variant}.tsv"
+    wildcard_constraints:
+        variant="on|off",
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        seed=study_seed("loss_ablation"),
     script:
         "../scripts/predict.py"
 
@@ -59,24 +59,28 @@ rule loss_ablation_table:
     input:
         unpack(ablation_inputs),
     output:
-        csv=report("results/tables/loss_ablation.csv", caption="../report/loss_ablation.rst", category="Tables",
-                   labels={"task": "loss ablation", "format": "csv"}),
+        csv=report(
+            "results/tables/loss_ablation.csv",
+            caption="../report/loss_ablation.rst",
+            category="Tables",
+            labels={"task": "loss ablation", "format": "csv"},
+        ),
         md="results/tables/loss_ablation.md",
+    log:
+        "logs/loss_ablation_table.log",
+    benchmark:
+        "benchmarks/loss_ablation_table/all.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
     params:
         metrics=ablation_metrics,
         budget=ablation_budget,
         about=ablation_about,
         threshold=config["reliability_threshold"],
-    log:
-        "logs/loss_ablation_table.log",
-    benchmark:
-        "benchmarks/loss_ablation_table/all.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/loss_ablation_table.py"
 

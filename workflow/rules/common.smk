@@ -8,7 +8,6 @@ from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
 from emdiffuse.tables import describe_budget
 
-
 export_repository()  # where the per-rule conda envs install the package from (envs/*.post-deploy.sh)
 drop_null_blocks(config)
 validate(config, schema="../schemas/config.schema.yaml")
@@ -138,7 +137,8 @@ def task_methods(wildcards):
 
 # the realism table compares every isotropic volume (the phantoms and the real volumes beside them)
 REALISM_DATASETS = [
-    name for name, entry in config["datasets"].items()
+    name
+    for name, entry in config["datasets"].items()
     if "voxel_nm" not in entry or not is_anisotropic_voxel(entry["voxel_nm"])
 ]
 
@@ -157,9 +157,7 @@ def realism_volumes(wildcards):
 
 def phantom_volumes(wildcards):
     return [
-        f"data/prepared/{name}/volume.tif"
-        for name, entry in config["datasets"].items()
-        if entry["kind"] == "phantom"
+        f"data/prepared/{name}/volume.tif" for name, entry in config["datasets"].items() if entry["kind"] == "phantom"
     ]
 
 
@@ -181,9 +179,7 @@ def job_seed(wildcards):
 
 def task_budgets(wildcards):
     return {
-        method: describe_budget(
-            method, apply_budget(config["methods"][method], config.get("budget"))
-        )
+        method: describe_budget(method, apply_budget(config["methods"][method], config.get("budget")))
         for method in config["tasks"][wildcards.task]["methods"]
     }
 
@@ -241,8 +237,9 @@ def transfer_variant_models(wildcards):
         if variant in ("direct", transfer_lib.REFERENCE):
             models[variant] = transfer_source_model(wildcards)
         else:
-            models[variant] = (f"results/models/transfer/{wildcards.task}/{wildcards.target}/"
-                               f"{wildcards.method}_{variant}/model.pt")
+            models[variant] = (
+                f"results/models/transfer/{wildcards.task}/{wildcards.target}/{wildcards.method}_{variant}/model.pt"
+            )
     return models
 
 

@@ -12,24 +12,24 @@ rule make_volume_pairs:
         sections="data/pairs/isotropic/{dataset}/test_sections.tif",
         truth="data/pairs/isotropic/{dataset}/test_truth.tif",
         truth_labels="data/pairs/isotropic/{dataset}/test_labels.npz",
+    log:
+        "logs/make_volume_pairs/{dataset}.log",
+    benchmark:
+        "benchmarks/make_volume_pairs/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(ISO_SCORED),
+    priority: 30  # short, and every training job waits for it: before any of them
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         test_sections=ISO["test_sections"] if ISO else 0,
         test_crop=ISO.get("test_crop") if ISO else None,
         gap=config["split"]["gap"],
         z_factor=volume_z_factor,
-    wildcard_constraints:
-        dataset=alternatives(ISO_SCORED),
-    log:
-        "logs/make_volume_pairs/{dataset}.log",
-    benchmark:
-        "benchmarks/make_volume_pairs/{dataset}.tsv"
-    threads: 1
-    priority: 30  # short, and every training job waits for it: before any of them
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/make_volume_pairs.py"
 
@@ -40,23 +40,23 @@ rule make_volume_sections:
         volume="data/prepared/{dataset}/volume.tif",
     output:
         sections="data/pairs/isotropic/{dataset}/test_sections.tif",
+    log:
+        "logs/make_volume_sections/{dataset}.log",
+    benchmark:
+        "benchmarks/make_volume_sections/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(ISO_SECTIONS_ONLY),
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         test_sections=ISO["test_sections"] if ISO else 0,
         test_crop=ISO.get("test_crop") if ISO else None,
         gap=config["split"]["gap"],
         z_factor=volume_z_factor,
-    wildcard_constraints:
-        dataset=alternatives(ISO_SECTIONS_ONLY),
-    log:
-        "logs/make_volume_sections/{dataset}.log",
-    benchmark:
-        "benchmarks/make_volume_sections/{dataset}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/make_volume_pairs.py"
 
@@ -70,24 +70,24 @@ rule train_volume:
     output:
         model="results/models/isotropic/{dataset}/{method}/model.pt",
         history="results/models/isotropic/{dataset}/{method}/history.csv",
-    params:
-        method_params=volume_train_params,
-        z_factor=volume_z_factor,
-        seed=job_seed,
-    wildcard_constraints:
-        method=alternatives(ISO_LEARNED),
     log:
         "logs/train_volume/{dataset}/{method}.log",
     benchmark:
         "benchmarks/train_volume/{dataset}/{method}.tsv"
-    threads: 1  # CPU: two 1-thread jobs side by side beat one 2-thread job; GPU profiles raise it
+    wildcard_constraints:
+        method=alternatives(ISO_LEARNED),
     priority: 10  # long jobs (vEMDiffuse): early, after EMDiffuse's
+    conda:
+        "../envs/torch.yaml"
+    threads: 1  # CPU: two 1-thread jobs side by side beat one 2-thread job; GPU profiles raise it
     resources:
         mem_mb=8000,
         runtime=720,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method_params=volume_train_params,
+        z_factor=volume_z_factor,
+        seed=job_seed,
     script:
         "../scripts/train_volume.py"
 
@@ -97,23 +97,23 @@ rule predict_volume:
         unpack(volume_predict_inputs),
     output:
         prediction="results/predictions/isotropic/{dataset}/{method}/test.tif",
-    params:
-        method_params=method_params,
-        z_factor=volume_z_factor,
-        seed=job_seed,
-    wildcard_constraints:
-        method=alternatives([m for m in ISO_METHODS if m not in ISO_SAMPLED]),
     log:
         "logs/predict_volume/{dataset}/{method}.log",
     benchmark:
         "benchmarks/predict_volume/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=alternatives([m for m in ISO_METHODS if m not in ISO_SAMPLED]),
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=lambda wildcards: int(iso.learned(wildcards.method)),  # interpolation needs none
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method_params=method_params,
+        z_factor=volume_z_factor,
+        seed=job_seed,
     script:
         "../scripts/predict_volume.py"
 
@@ -123,12 +123,12 @@ use rule predict_volume as predict_volume_sampled with:
     output:
         prediction="results/predictions/isotropic/{dataset}/{method}/test.tif",
         uncertainty="results/predictions/isotropic/{dataset}/{method}/test_uncertainty.tif",
-    wildcard_constraints:
-        method=alternatives(ISO_SAMPLED),
     log:
         "logs/predict_volume_sampled/{dataset}/{method}.log",
     benchmark:
         "benchmarks/predict_volume/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=alternatives(ISO_SAMPLED),
 
 
 rule evaluate_volume:  # one job per dataset: the metric imports cost more than scoring a volume
@@ -136,22 +136,22 @@ rule evaluate_volume:  # one job per dataset: the metric imports cost more than 
         unpack(volume_evaluate_inputs),
     output:
         metrics="results/metrics/isotropic/{dataset}.csv",
+    log:
+        "logs/evaluate_volume/{dataset}.log",
+    benchmark:
+        "benchmarks/evaluate_volume/{dataset}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         methods=lambda wildcards: iso_methods(wildcards.dataset),
         sampled=volume_sampled_methods,
         metrics=ISO["metrics"] if ISO else [],
         planes_per_view=ISO.get("planes_per_view", 16) if ISO else 16,
         threshold=config["reliability_threshold"],
-    log:
-        "logs/evaluate_volume/{dataset}.log",
-    benchmark:
-        "benchmarks/evaluate_volume/{dataset}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/evaluate_volume.py"
 
@@ -167,6 +167,16 @@ rule isotropic_table:
             labels={"task": "isotropic", "format": "csv"},
         ),
         md="results/tables/isotropic.md",
+    log:
+        "logs/isotropic_table.log",
+    benchmark:
+        "benchmarks/isotropic_table/all.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         metrics=ISO["metrics"] if ISO else [],
         methods=ISO_METHODS,
@@ -174,16 +184,6 @@ rule isotropic_table:
         factors=volume_factors,
         unscored=volume_unscored,
         threshold=config["reliability_threshold"],
-    log:
-        "logs/isotropic_table.log",
-    benchmark:
-        "benchmarks/isotropic_table/all.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/isotropic_table.py"
 
@@ -198,22 +198,22 @@ rule isotropic_figure:
             category="Figures",
             labels={"task": "isotropic", "dataset": "{dataset}"},
         ),
-    wildcard_constraints:
-        dataset=alternatives(ISO_DATASETS),  # not isotropic_mito3d.png
-    params:
-        methods=volume_figure_methods,
-        sampled=ISO_SAMPLED,
-        z_factor=volume_z_factor,
     log:
         "logs/isotropic_figure/{dataset}.log",
     benchmark:
         "benchmarks/isotropic_figure/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(ISO_DATASETS),  # not isotropic_mito3d.png
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        methods=volume_figure_methods,
+        sampled=ISO_SAMPLED,
+        z_factor=volume_z_factor,
     script:
         "../scripts/isotropic_figure.py"
 
@@ -226,22 +226,22 @@ rule train_segmenter:
     output:
         model="results/models/segmentation/{dataset}/segmenter.pt",
         history="results/models/segmentation/{dataset}/history.csv",
-    params:
-        segmentation=segmentation_params,
-        seed=job_seed,
-    wildcard_constraints:
-        dataset=alternatives(ISO_SEGMENTED),
     log:
         "logs/train_segmenter/{dataset}.log",
     benchmark:
         "benchmarks/train_segmenter/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(ISO_SEGMENTED),
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        segmentation=segmentation_params,
+        seed=job_seed,
     script:
         "../scripts/train_segmenter.py"
 
@@ -256,22 +256,22 @@ rule segment_volumes:
     output:
         scores="results/segmentation/{dataset}/iou.csv",
         masks="results/segmentation/{dataset}/classes.npz",
-    params:
-        methods=segment_methods,
-        z_factor=volume_z_factor,
-    wildcard_constraints:
-        dataset=alternatives(ISO_SEGMENTED),
     log:
         "logs/segment_volumes/{dataset}.log",
     benchmark:
         "benchmarks/segment_volumes/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=alternatives(ISO_SEGMENTED),
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        methods=segment_methods,
+        z_factor=volume_z_factor,
     script:
         "../scripts/segment_volumes.py"
 
@@ -287,18 +287,18 @@ rule segmentation_table:
             labels={"task": "isotropic segmentation", "format": "csv"},
         ),
         md="results/tables/segmentation.md",
-    params:
-        classes=ISO["segmentation"]["classes"] if ISO_SEGMENTED else [],
     log:
         "logs/segmentation_table.log",
     benchmark:
         "benchmarks/segmentation_table/all.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        classes=ISO["segmentation"]["classes"] if ISO_SEGMENTED else [],
     script:
         "../scripts/segmentation_table.py"
 
@@ -313,17 +313,17 @@ rule mito3d_figure:
             category="Figures",
             labels={"task": "isotropic segmentation"},
         ),
-    params:
-        render_class=render_class,
     log:
         "logs/mito3d_figure.log",
     benchmark:
         "benchmarks/mito3d_figure/all.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        render_class=render_class,
     script:
         "../scripts/mito3d_figure.py"

@@ -15,8 +15,10 @@ ISO_LEARNED = [m for m in ISO_METHODS if iso.learned(m)]
 ISO_SAMPLED = [m for m in ISO_METHODS if iso.is_sampled(m, config["methods"][m])]
 ISO_SEGMENTED = iso.segmented_datasets(config)
 if ISO and ISO.get("segmentation") and set(ISO_SCORED) - set(ISO_SEGMENTED):
-    logger.info(f"tasks.isotropic: no segmentation mIoU or 3D render for {sorted(set(ISO_SCORED) - set(ISO_SEGMENTED))}: "
-                f"no {ISO['segmentation']['classes']} labels (datasets.<name>.labels)")
+    logger.info(
+        f"tasks.isotropic: no segmentation mIoU or 3D render for {sorted(set(ISO_SCORED) - set(ISO_SEGMENTED))}: "
+        f"no {ISO['segmentation']['classes']} labels (datasets.<name>.labels)"
+    )
 
 
 def alternatives(names):

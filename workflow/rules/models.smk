@@ -4,23 +4,23 @@ rule train:
     output:
         model="results/models/{task}/{dataset}/{method}/model.pt",
         history="results/models/{task}/{dataset}/{method}/history.csv",
+    log:
+        "logs/train/{task}/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/train/{task}/{dataset}/{method}.tsv"
+    priority: train_priority  # the longest jobs, and the transfer and sampling studies wait for them: start them first
+    conda:
+        "../envs/torch.yaml"
+    threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=gpus,
     params:
         method="{method}",
         method_params=method_params,
         seed=job_seed,
         factor=task_factor,
-    log:
-        "logs/train/{task}/{dataset}/{method}.log",
-    benchmark:
-        "benchmarks/train/{task}/{dataset}/{method}.tsv"
-    threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
-    priority: train_priority  # the longest jobs, and the transfer and sampling studies wait for them: start them first
-    resources:
-        mem_mb=8000,
-        runtime=720,
-        gpu=gpus,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/train.py"
 
@@ -33,18 +33,18 @@ rule predict:
     output:
         predictions="results/predictions/{task}/{dataset}/{method}/test.npz",
         calibration="results/predictions/{task}/{dataset}/{method}/calibration.npz",
-    params:
-        seed=job_seed,
     log:
         "logs/predict/{task}/{dataset}/{method}.log",
     benchmark:
         "benchmarks/predict/{task}/{dataset}/{method}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpus,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        seed=job_seed,
     script:
         "../scripts/predict.py"

@@ -10,22 +10,22 @@ rule table:
             labels={"task": "{task}", "format": "csv"},
         ),
         md="results/tables/{task}.md",
+    log:
+        "logs/table/{task}.log",
+    benchmark:
+        "benchmarks/table/{task}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         metrics=task_metrics,
         methods=task_methods,
         budgets=task_budgets,
         budget=config["budget"],
         threshold=config["reliability_threshold"],
-    log:
-        "logs/table/{task}.log",
-    benchmark:
-        "benchmarks/table/{task}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/table.py"
 
@@ -46,12 +46,12 @@ rule calibration:
         "logs/calibration/{task}.log",
     benchmark:
         "benchmarks/calibration/{task}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/calibration.py"
 
@@ -67,20 +67,20 @@ rule figure:
             category="Figures",
             labels={"task": "{task}"},
         ),
-    params:
-        figure=config["figure"],
-        datasets=lambda w: config["tasks"][w.task]["datasets"],
-        methods=task_methods,
     log:
         "logs/figure/{task}.log",
     benchmark:
         "benchmarks/figure/{task}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        figure=config["figure"],
+        datasets=lambda w: config["tasks"][w.task]["datasets"],
+        methods=task_methods,
     script:
         "../scripts/figure.py"
 
@@ -90,18 +90,22 @@ rule phantom_figure:
         volumes=phantom_volumes,
         reference=REFERENCE_EM,
     output:
-        report("results/figures/phantom.png", caption="../report/phantom.rst", category="Figures",
-               labels={"figure": "phantom"}),
+        report(
+            "results/figures/phantom.png",
+            caption="../report/phantom.rst",
+            category="Figures",
+            labels={"figure": "phantom"},
+        ),
     log:
         "logs/phantom_figure.log",
     benchmark:
         "benchmarks/phantom_figure/all.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/phantom_figure.py"
 
@@ -114,21 +118,25 @@ rule realism:
     output:
         csv="results/tables/realism.csv",
         md="results/tables/realism.md",
-        png=report("results/figures/realism.png", caption="../report/realism.rst", category="Figures",
-                   labels={"figure": "realism"}),
-    params:
-        datasets=REALISM_DATASETS,
-        kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
+        png=report(
+            "results/figures/realism.png",
+            caption="../report/realism.rst",
+            category="Figures",
+            labels={"figure": "realism"},
+        ),
     log:
         "logs/realism.log",
     benchmark:
         "benchmarks/realism/all.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        datasets=REALISM_DATASETS,
+        kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
     script:
         "../scripts/realism.py"
 
@@ -137,15 +145,19 @@ rule timings:
     input:
         final_outputs(),
     output:
-        report("results/tables/timings.md", caption="../report/timings.rst", category="Timings",
-               labels={"table": "stage timings"}),
+        report(
+            "results/tables/timings.md",
+            caption="../report/timings.rst",
+            category="Timings",
+            labels={"table": "stage timings"},
+        ),
     log:
         "logs/timings.log",
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/timings.py"

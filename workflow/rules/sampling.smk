@@ -8,19 +8,19 @@ rule study_subset:
         pairs="data/pairs/{task}/{dataset}/test.npz",
     output:
         subset="data/pairs/{task}/{dataset}/test_{images}x{crop}.npz",
-    wildcard_constraints:
-        images=r"\d+",
-        crop=r"\d+",
     log:
         "logs/study_subset/{task}/{dataset}/{images}x{crop}.log",
     benchmark:
         "benchmarks/study_subset/{task}/{dataset}/{images}x{crop}.tsv"
+    wildcard_constraints:
+        images=r"\d+",
+        crop=r"\d+",
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=5,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/study_subset.py"
 
@@ -31,22 +31,22 @@ rule sampling_run:
         subset=sampling_subset,
     output:
         rows="results/sampling/{task}/{dataset}/{sampler}.csv",
-    wildcard_constraints:
-        sampler="ancestral|ddim|dpmpp2m",
-    params:
-        study=sampling_params,
-        seed=study_seed("sampling_study"),
     log:
         "logs/sampling_run/{task}/{dataset}/{sampler}.log",
     benchmark:
         "benchmarks/sampling_run/{task}/{dataset}/{sampler}.tsv"
+    wildcard_constraints:
+        sampler="ancestral|ddim|dpmpp2m",
+    conda:
+        "../envs/torch.yaml"
     threads: 1  # the timings in the table are 1-thread timings
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        study=sampling_params,
+        seed=study_seed("sampling_study"),
     script:
         "../scripts/sampling_run.py"
 
@@ -64,19 +64,19 @@ rule sampling_table:
             category="Sampling",
             labels={"figure": "quality versus steps"},
         ),
-    params:
-        study=SAMPLING,
-        about=sampling_about,
     log:
         "logs/sampling_table.log",
     benchmark:
         "benchmarks/sampling_table/all.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        study=SAMPLING,
+        about=sampling_about,
     script:
         "../scripts/sampling_table.py"
 

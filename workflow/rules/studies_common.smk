@@ -5,7 +5,6 @@
 from emdiffuse.studies import ablation_params, check_studies
 from emdiffuse.tables import describe_budget
 
-
 check_studies(config)
 
 SAMPLING = config.get("sampling_study")

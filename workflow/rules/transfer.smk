@@ -9,19 +9,19 @@ rule transfer_one_pair:
         train="data/pairs/{task}/{target}/train.npz",
     output:
         pair="data/pairs/transfer/{task}/{target}/one_pair.npz",
-    params:
-        pair=lookup(dpath="transfer/pair", within=config, default=None),
-        factor=task_factor,
     log:
         "logs/transfer_one_pair/{task}/{target}.log",
     benchmark:
         "benchmarks/transfer_one_pair/{task}/{target}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        pair=lookup(dpath="transfer/pair", within=config, default=None),
+        factor=task_factor,
     script:
         "../scripts/transfer_one_pair.py"
 
@@ -31,19 +31,19 @@ rule transfer_test_pairs:
         test="data/pairs/{task}/{target}/test.npz",
     output:
         test="data/pairs/transfer/{task}/{target}/test.npz",
-    params:
-        images=lookup(dpath="transfer/test_images", within=config, default=None),
-        levels=lookup(dpath="transfer/test_levels", within=config, default=None),
     log:
         "logs/transfer_test_pairs/{task}/{target}.log",
     benchmark:
         "benchmarks/transfer_test_pairs/{task}/{target}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        images=lookup(dpath="transfer/test_images", within=config, default=None),
+        levels=lookup(dpath="transfer/test_levels", within=config, default=None),
     script:
         "../scripts/transfer_test_pairs.py"
 
@@ -56,21 +56,21 @@ rule transfer_finetune:
     output:
         model="results/models/transfer/{task}/{target}/{method}_finetune/model.pt",
         history="results/models/transfer/{task}/{target}/{method}_finetune/history.csv",
-    params:
-        train=transfer_finetune_train,
-        seed=job_seed,
-        factor=task_factor,
     log:
         "logs/transfer_finetune/{task}/{target}/{method}.log",
     benchmark:
         "benchmarks/transfer_finetune/{task}/{target}/{method}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpus,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        train=transfer_finetune_train,
+        seed=job_seed,
+        factor=task_factor,
     script:
         "../scripts/transfer_finetune.py"
 
@@ -82,22 +82,22 @@ rule transfer_scratch:
     output:
         model="results/models/transfer/{task}/{target}/{method}_scratch/model.pt",
         history="results/models/transfer/{task}/{target}/{method}_scratch/history.csv",
-    params:
-        method="{method}",
-        method_params=transfer_scratch_params,
-        seed=job_seed,
-        factor=task_factor,
     log:
         "logs/transfer_scratch/{task}/{target}/{method}.log",
     benchmark:
         "benchmarks/transfer_scratch/{task}/{target}/{method}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=gpus,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method="{method}",
+        method_params=transfer_scratch_params,
+        seed=job_seed,
+        factor=task_factor,
     script:
         "../scripts/train.py"
 
@@ -108,20 +108,23 @@ rule transfer_predict:
         unpack(transfer_variant_models),
         pairs="data/pairs/transfer/{task}/{target}/test.npz",
     output:
-        **{v: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{v}/test.npz" for v in transfer_lib.VARIANTS},
-    params:
-        seed=transfer_predict_seed,
+        **{
+            v: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{v}/test.npz"
+            for v in transfer_lib.VARIANTS
+        },
     log:
         "logs/transfer_predict/{task}/{target}/{method}.log",
     benchmark:
         "benchmarks/transfer_predict/{task}/{target}/{method}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=gpus,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        seed=transfer_predict_seed,
     script:
         "../scripts/transfer_predict.py"
 
@@ -129,7 +132,9 @@ rule transfer_predict:
 # The non-learned input: its one reference row.
 use rule transfer_predict as transfer_predict_reference with:
     output:
-        **{transfer_lib.REFERENCE: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{transfer_lib.REFERENCE}/test.npz"},
+        **{
+            transfer_lib.REFERENCE: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{transfer_lib.REFERENCE}/test.npz"
+        },
     log:
         "logs/transfer_predict_reference/{task}/{target}/{method}.log",
     benchmark:
@@ -142,19 +147,19 @@ rule transfer_evaluate:
         unpack(transfer_task_predictions),
     output:
         metrics="results/metrics/transfer/{task}/{target}.csv",
-    params:
-        metrics=lookup(dpath="transfer/metrics", within=config, default=None),
-        threshold=config["reliability_threshold"],
     log:
         "logs/transfer_evaluate/{task}/{target}.log",
     benchmark:
         "benchmarks/transfer_evaluate/{task}/{target}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        metrics=lookup(dpath="transfer/metrics", within=config, default=None),
+        threshold=config["reliability_threshold"],
     script:
         "../scripts/transfer_evaluate.py"
 
@@ -171,20 +176,20 @@ rule transfer_table:
             labels={"task": "transfer", "format": "csv"},
         ),
         md="results/tables/transfer.md",
-    params:
-        transfer=lookup(dpath="transfer", within=config, default=None),
-        methods=transfer_methods_all,
-        budgets=transfer_budgets,
     log:
         "logs/transfer_table.log",
     benchmark:
         "benchmarks/transfer_table/all.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        transfer=lookup(dpath="transfer", within=config, default=None),
+        methods=transfer_methods_all,
+        budgets=transfer_budgets,
     script:
         "../scripts/transfer_table.py"
 
@@ -193,21 +198,25 @@ rule transfer_figure:
     input:
         unpack(transfer_figure_inputs),
     output:
-        report("results/figures/transfer.png", caption="../report/transfer_figure.rst", category="Figures",
-               labels={"figure": "transfer"}),
-    params:
-        transfer=lookup(dpath="transfer", within=config, default=None),
-        figure=config["figure"],
+        report(
+            "results/figures/transfer.png",
+            caption="../report/transfer_figure.rst",
+            category="Figures",
+            labels={"figure": "transfer"},
+        ),
     log:
         "logs/transfer_figure.log",
     benchmark:
         "benchmarks/transfer_figure/all.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        transfer=lookup(dpath="transfer", within=config, default=None),
+        figure=config["figure"],
     script:
         "../scripts/transfer_figure.py"
 
