@@ -22,6 +22,7 @@ rule loss_ablation_train:
         runtime=720,
         gpu=1,
     params:
+        code=code_digest("model", "studies"),
         method="emdiffuse",
         method_params=ablation_method_params,
         seed=study_seed("loss_ablation"),
@@ -50,6 +51,7 @@ rule loss_ablation_predict:
         runtime=240,
         gpu=1,
     params:
+        code=code_digest("model", "studies"),
         seed=study_seed("loss_ablation"),
     script:
         "../scripts/predict.py"
@@ -77,6 +79,7 @@ rule loss_ablation_table:
         mem_mb=4000,
         runtime=10,
     params:
+        code=code_digest("score", "studies"),
         metrics=ablation_metrics,
         budget=ablation_budget,
         about=ablation_about,

@@ -6,6 +6,7 @@ from emdiffuse.budget import apply_budget
 from emdiffuse.config import check_references, derived_seed, drop_null_blocks, export_repository
 from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
+from emdiffuse.provenance import code_digest
 from emdiffuse.tables import describe_budget
 
 export_repository()  # where the per-rule conda envs install the package from (envs/*.post-deploy.sh)

@@ -37,6 +37,7 @@ rule prepare_dataset:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_digest("data"),
         entry=dataset_entry,
         seed=config["seed"],
     script:
@@ -63,6 +64,7 @@ rule make_pairs:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_digest("data", "steps"),
         task=task_entry,
         split=config["split"],
         seed=job_seed,

@@ -16,6 +16,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
+        code=code_digest("score", "steps"),
         metrics=task_metrics,
         methods=task_methods,
     script:

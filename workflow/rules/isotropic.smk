@@ -26,6 +26,7 @@ rule make_volume_pairs:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_digest("data", "isotropic"),
         test_sections=ISO["test_sections"] if ISO else 0,
         test_crop=ISO.get("test_crop") if ISO else None,
         gap=config["split"]["gap"],
@@ -53,6 +54,7 @@ rule make_volume_sections:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_digest("data", "isotropic"),
         test_sections=ISO["test_sections"] if ISO else 0,
         test_crop=ISO.get("test_crop") if ISO else None,
         gap=config["split"]["gap"],
@@ -85,6 +87,7 @@ rule train_volume:
         runtime=720,
         gpu=1,
     params:
+        code=code_digest("model", "isotropic"),
         method_params=volume_train_params,
         z_factor=volume_z_factor,
         seed=job_seed,
@@ -111,6 +114,7 @@ rule predict_volume:
         runtime=240,
         gpu=lambda wildcards: int(iso.learned(wildcards.method)),  # interpolation needs none
     params:
+        code=code_digest("model", "isotropic"),
         method_params=method_params,
         z_factor=volume_z_factor,
         seed=job_seed,
@@ -147,6 +151,7 @@ rule evaluate_volume:  # one job per dataset: the metric imports cost more than 
         mem_mb=4000,
         runtime=60,
     params:
+        code=code_digest("score", "isotropic"),
         methods=lambda wildcards: iso_methods(wildcards.dataset),
         sampled=volume_sampled_methods,
         metrics=ISO["metrics"] if ISO else [],
@@ -178,6 +183,7 @@ rule isotropic_table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("score", "isotropic"),
         metrics=ISO["metrics"] if ISO else [],
         methods=ISO_METHODS,
         budgets=volume_budgets,
@@ -211,6 +217,7 @@ rule isotropic_figure:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("plots", "isotropic"),
         methods=volume_figure_methods,
         sampled=ISO_SAMPLED,
         z_factor=volume_z_factor,
@@ -240,6 +247,7 @@ rule train_segmenter:
         runtime=240,
         gpu=1,
     params:
+        code=code_digest("model", "segmentation"),
         segmentation=segmentation_params,
         seed=job_seed,
     script:
@@ -270,6 +278,7 @@ rule segment_volumes:
         runtime=60,
         gpu=1,
     params:
+        code=code_digest("model", "segmentation"),
         methods=segment_methods,
         z_factor=volume_z_factor,
     script:
@@ -298,6 +307,7 @@ rule segmentation_table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("score", "segmentation"),
         classes=ISO["segmentation"]["classes"] if ISO_SEGMENTED else [],
     script:
         "../scripts/segmentation_table.py"
@@ -324,6 +334,7 @@ rule mito3d_figure:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("plots", "segmentation"),
         render_class=render_class,
     script:
         "../scripts/mito3d_figure.py"

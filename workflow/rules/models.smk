@@ -17,6 +17,7 @@ rule train:
         runtime=720,
         gpu=gpus,
     params:
+        code=code_digest("model", "steps"),
         method="{method}",
         method_params=method_params,
         seed=job_seed,
@@ -45,6 +46,7 @@ rule predict:
         runtime=240,
         gpu=gpus,
     params:
+        code=code_digest("model", "steps"),
         seed=job_seed,
     script:
         "../scripts/predict.py"

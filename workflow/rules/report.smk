@@ -21,6 +21,7 @@ rule table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("score", "steps"),
         metrics=task_metrics,
         methods=task_methods,
         budgets=task_budgets,
@@ -52,6 +53,8 @@ rule calibration:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_digest("score", "steps"),
     script:
         "../scripts/calibration.py"
 
@@ -78,6 +81,7 @@ rule figure:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("plots", "steps"),
         figure=config["figure"],
         datasets=lambda w: config["tasks"][w.task]["datasets"],
         methods=task_methods,
@@ -106,6 +110,8 @@ rule phantom_figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_digest("plots"),
     script:
         "../scripts/phantom_figure.py"
 
@@ -135,6 +141,7 @@ rule realism:
         mem_mb=4000,
         runtime=10,
     params:
+        code=code_digest("score"),
         datasets=REALISM_DATASETS,
         kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
     script:

@@ -21,6 +21,8 @@ rule study_subset:
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        code=code_digest("data", "studies"),
     script:
         "../scripts/study_subset.py"
 
@@ -45,6 +47,7 @@ rule sampling_run:
         runtime=120,
         gpu=1,
     params:
+        code=code_digest("model", "studies"),
         study=sampling_params,
         seed=study_seed("sampling_study"),
     script:
@@ -75,6 +78,7 @@ rule sampling_table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("score", "studies"),
         study=SAMPLING,
         about=sampling_about,
     script:

@@ -20,6 +20,7 @@ rule transfer_one_pair:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("data", "transfer"),
         pair=lookup(dpath="transfer/pair", within=config, default=None),
         factor=task_factor,
     script:
@@ -42,6 +43,7 @@ rule transfer_test_pairs:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("data", "transfer"),
         images=lookup(dpath="transfer/test_images", within=config, default=None),
         levels=lookup(dpath="transfer/test_levels", within=config, default=None),
     script:
@@ -68,6 +70,7 @@ rule transfer_finetune:
         runtime=240,
         gpu=gpus,
     params:
+        code=code_digest("model", "transfer"),
         train=transfer_finetune_train,
         seed=job_seed,
         factor=task_factor,
@@ -94,6 +97,7 @@ rule transfer_scratch:
         runtime=240,
         gpu=gpus,
     params:
+        code=code_digest("model", "transfer"),
         method="{method}",
         method_params=transfer_scratch_params,
         seed=job_seed,
@@ -124,6 +128,7 @@ rule transfer_predict:
         runtime=120,
         gpu=gpus,
     params:
+        code=code_digest("model", "transfer"),
         seed=transfer_predict_seed,
     script:
         "../scripts/transfer_predict.py"
@@ -158,6 +163,7 @@ rule transfer_evaluate:
         mem_mb=4000,
         runtime=60,
     params:
+        code=code_digest("score", "transfer"),
         metrics=lookup(dpath="transfer/metrics", within=config, default=None),
         threshold=config["reliability_threshold"],
     script:
@@ -187,6 +193,7 @@ rule transfer_table:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("score", "transfer"),
         transfer=lookup(dpath="transfer", within=config, default=None),
         methods=transfer_methods_all,
         budgets=transfer_budgets,
@@ -215,6 +222,7 @@ rule transfer_figure:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_digest("plots", "transfer"),
         transfer=lookup(dpath="transfer", within=config, default=None),
         figure=config["figure"],
     script:
