@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -14,12 +15,45 @@ def export_repository() -> None:
     """Tell child processes (the conda envs' post-deploy scripts, which Snakemake runs from a copy
     under .snakemake/conda/) which repository to install the package from, whatever --directory."""
     import os
-    from pathlib import Path
 
     os.environ["EMDIFFUSE_REPO"] = str(Path(__file__).resolve().parents[1])
 
 
 OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer")
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def workflow_schema() -> dict:
+    """The config schema with its method names taken from the method catalog, the one list of them:
+    a method without a block of its own in the schema file (one that another package registers) gets
+    an open block, and its keys are checked against its defaults by :func:`check_references`."""
+    import yaml
+
+    from .models.catalog import IMAGE, VOLUME
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    blocks = schema["properties"]["methods"]["properties"]
+    for name in [*IMAGE, *VOLUME]:
+        blocks.setdefault(name, {"type": "object", "description": f"settings of {name} (its defaults: its catalog entry)"})
+    schema["$defs"]["task_common"]["methods"]["items"] = {"enum": list(IMAGE)}
+    schema["properties"]["transfer"]["properties"]["methods"]["items"] = {"enum": list(IMAGE)}
+    schema["$defs"]["isotropic_task"]["properties"]["methods"]["items"] = {"enum": list(VOLUME)}
+    return schema
+
+
+def write_workflow_schema(directory: str | Path) -> Path:
+    """:func:`workflow_schema` as a file under ``directory``/.snakemake (Snakemake validates against a
+    file), rewritten only when it changed, atomically (jobs on a cluster parse the workflow too)."""
+    import json
+
+    from .io import write_text
+
+    path = Path(directory) / ".snakemake" / "emdiffuse" / "config.schema.json"
+    text = json.dumps(workflow_schema(), indent=1)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
+    return path
 
 
 def drop_null_blocks(config: dict) -> None:
@@ -55,8 +89,21 @@ def check_references(config: dict) -> None:
                 )
         if entry.get("pairs", {}).get("source") == "real":
             _check_real_pairs(task, entry, datasets)
+    _check_image_method_params(config)
     check_transfer_references(config)
     check_isotropic(config)
+
+
+def _check_image_method_params(config: dict) -> None:
+    """Each image method's settings against its defaults (unknown or missing keys), before any job runs."""
+    from .models.catalog import image_method, merge_params
+
+    named = {m for name, task in config.get("tasks", {}).items() if name != "isotropic" for m in task.get("methods", [])}
+    for method in sorted(named | set((config.get("transfer") or {}).get("methods") or [])):
+        try:
+            merge_params(image_method(method, "methods").defaults, config["methods"].get(method, {}), f"methods.{method}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_finite(value, key: str = "") -> None:

@@ -26,6 +26,14 @@ def test_config() -> dict:
     return yaml.safe_load((REPO / "config" / "test.yaml").read_text())
 
 
+@pytest.fixture(scope="session")
+def schema(tmp_path_factory) -> str:
+    """The schema the workflow validates against: the schema file with the catalog's method names."""
+    from emdiffuse.config import write_workflow_schema
+
+    return str(write_workflow_schema(tmp_path_factory.mktemp("schema")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Every test runs torch on one thread: tiny networks gain nothing from threads and lose a lot

@@ -73,17 +73,17 @@ def test_inconsistent_budgets_are_config_errors(default_config, budget, message)
         check_references(default_config)
 
 
-def test_consistent_budgets_pass_and_the_schema_checks_values(default_config, repo, monkeypatch):
+def test_consistent_budgets_pass_and_the_schema_checks_values(default_config, repo, monkeypatch, schema):
     for budget in [{"mode": "own"}, {"mode": "steps", "steps": 5}, {"mode": "seconds", "seconds": 2.5},
                    {"mode": "seconds", "seconds": 2.5, "steps": 100}]:
         check_budget({"budget": budget})
     monkeypatch.chdir(repo)
     default_config["budget"] = {"mode": "minutes"}
     with pytest.raises(WorkflowError, match="minutes"):
-        validate(default_config, "workflow/schemas/config.schema.yaml")
+        validate(default_config, schema)
     default_config["budget"] = {"mode": "steps", "steps": 0}
     with pytest.raises(WorkflowError, match="steps"):
-        validate(default_config, "workflow/schemas/config.schema.yaml")
+        validate(default_config, schema)
 
 
 def slow_run(path, *, seconds, iterations=None, kill_at=None, log=lambda *_: None):

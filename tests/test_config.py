@@ -10,7 +10,6 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from emdiffuse.config import ConfigError, check_references, derived_seed, drop_null_blocks
 
-SCHEMA = "workflow/schemas/config.schema.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -19,11 +18,11 @@ def _in_repo(repo, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "paper.yaml"])
-def test_shipped_configs_are_valid(repo, name):
+def test_shipped_configs_are_valid(repo, name, schema):
     import yaml
 
     config = yaml.safe_load((repo / "config" / name).read_text())
-    validate(config, SCHEMA)
+    validate(config, schema)
     check_references(config)
 
 
@@ -41,35 +40,35 @@ def test_shipped_configs_are_valid(repo, name):
         (lambda c: c["tasks"]["superres"]["datasets"].append("phantom_neuropil"), ["non-unique", "datasets"]),
     ],
 )
-def test_schema_names_the_bad_key(default_config, mutate, words):
+def test_schema_names_the_bad_key(default_config, mutate, words, schema):
     bad = copy.deepcopy(default_config)
     mutate(bad)
     with pytest.raises(WorkflowError) as err:
-        validate(bad, SCHEMA)
+        validate(bad, schema)
     for word in words:
         assert word in str(err.value)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_nan_and_inf_are_refused_with_their_key(default_config, value):
+def test_nan_and_inf_are_refused_with_their_key(default_config, value, schema):
     default_config["methods"]["care"]["train"]["lr"] = value
-    validate(default_config, SCHEMA)  # NaN and inf slip through every schema bound ...
+    validate(default_config, schema)  # NaN and inf slip through every schema bound ...
     with pytest.raises(ConfigError, match=rf"methods\.care\.train\.lr: {value} is not a finite number"):
         check_references(default_config)  # ... so the Python checks refuse them
 
 
-def test_every_learned_method_takes_checkpoint_every(default_config):
+def test_every_learned_method_takes_checkpoint_every(default_config, schema):
     for name in ["care", "emdiffuse", "rcan", "pssr", "srunet3d", "vemdiffuse_i"]:
         default_config["methods"][name]["train"]["checkpoint_every"] = 50
-    validate(default_config, SCHEMA)
+    validate(default_config, schema)
 
 
-def test_optional_blocks_may_be_null(default_config):
+def test_optional_blocks_may_be_null(default_config, schema):
     for block in ["sampling_study", "loss_ablation", "transfer"]:
         default_config[block] = None
     drop_null_blocks(default_config)
     assert not {"sampling_study", "loss_ablation", "transfer"} & set(default_config)
-    validate(default_config, SCHEMA)
+    validate(default_config, schema)
     check_references(default_config)
 
 
@@ -85,9 +84,9 @@ def test_task_naming_a_method_without_settings(default_config):
         check_references(default_config)
 
 
-def test_real_pairs_need_datasets_with_those_acquisitions(default_config):
+def test_real_pairs_need_datasets_with_those_acquisitions(default_config, schema):
     default_config["tasks"]["denoise"]["pairs"] = {"source": "real", "levels": ["1us"]}
-    validate(default_config, SCHEMA)
+    validate(default_config, schema)
     with pytest.raises(ConfigError, match=r"datasets\.phantom_neuropil .*has no real acquisitions"):
         check_references(default_config)
     default_config["datasets"]["phantom_neuropil"]["inputs"] = {"2us": "x.tif"}
@@ -95,10 +94,10 @@ def test_real_pairs_need_datasets_with_those_acquisitions(default_config):
         check_references(default_config)
 
 
-def test_real_pairs_need_their_levels(default_config):
+def test_real_pairs_need_their_levels(default_config, schema):
     default_config["tasks"]["denoise"]["pairs"] = {"source": "real"}
     with pytest.raises(WorkflowError, match="levels"):
-        validate(default_config, SCHEMA)
+        validate(default_config, schema)
 
 
 def test_derived_seed_is_stable_and_distinct():
@@ -109,14 +108,25 @@ def test_derived_seed_is_stable_and_distinct():
     assert derived_seed(0, "x") == 2363233923 % (2**31 - 1)
 
 
-def test_schema_knows_exactly_the_catalog_methods(repo):
-    """The schema still names the methods (its per-method blocks); it must list the catalog's, no more."""
-    import yaml
+def test_schema_knows_exactly_the_catalog_methods(schema):
+    """The workflow's schema takes the method names from the catalog: every method has a block."""
+    import json
 
     from emdiffuse.models.catalog import IMAGE, VOLUME
 
-    schema = yaml.safe_load((repo / SCHEMA).read_text())
-    assert set(schema["properties"]["methods"]["properties"]) == set(IMAGE) | set(VOLUME)
-    assert schema["$defs"]["task_common"]["methods"]["items"]["enum"] == list(IMAGE)
-    assert schema["properties"]["transfer"]["properties"]["methods"]["items"]["enum"] == list(IMAGE)
-    assert schema["$defs"]["isotropic_task"]["properties"]["methods"]["items"]["enum"] == list(VOLUME)
+    generated = json.loads(open(schema).read())
+    assert set(generated["properties"]["methods"]["properties"]) == set(IMAGE) | set(VOLUME)
+    assert generated["$defs"]["task_common"]["methods"]["items"]["enum"] == list(IMAGE)
+    assert generated["properties"]["transfer"]["properties"]["methods"]["items"]["enum"] == list(IMAGE)
+    assert generated["$defs"]["isotropic_task"]["properties"]["methods"]["items"]["enum"] == list(VOLUME)
+
+
+def test_unknown_methods_and_method_keys_are_named(default_config, schema):
+    bad = copy.deepcopy(default_config)
+    bad["tasks"]["denoise"]["methods"].append("noise2void")
+    with pytest.raises(WorkflowError, match="noise2void"):
+        validate(bad, schema)
+    # what a method registered by another package gets instead of a schema block: its defaults decide
+    default_config["methods"]["care"]["train"]["iteratons"] = 3
+    with pytest.raises(ConfigError, match=r"methods.care.train: unknown key\(s\) \['iteratons'\]"):
+        check_references(default_config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -100,6 +101,51 @@ def test_planning_imports_no_torch(repo, tmp_path, config):
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "emdiffuse.models.catalog" in imported and "emdiffuse.isotropic" in imported  # the planning ran
     assert not {"torch", "emdiffuse.models.methods", "emdiffuse.models.volume_methods"} & imported
+
+
+BLUR_ENTRY = """from emdiffuse.models.catalog import Entry
+
+BLUR = Entry("blur_method:GaussianBlurMethod", {"predict": {"sigma": 1.0}}, learned=False)
+"""
+BLUR_METHOD = """from scipy import ndimage
+
+from emdiffuse.models.methods import Method
+
+
+class GaussianBlurMethod(Method):
+    name = "blur"
+
+    def _predict(self, inputs, seed, progress, start):
+        sigma = self.params["predict"]["sigma"]
+        return {"prediction": ndimage.gaussian_filter(inputs, (0, sigma, sigma))}
+"""
+
+
+def test_a_method_of_another_package_runs_through_config_alone(repo, tmp_path, test_config):
+    """A new method is one module plus one registration: here a package outside this repository, its
+    method class and an entry point naming its catalog entry; the workflow trains, predicts and
+    scores it like the built-in ones."""
+    site = tmp_path / "site"
+    (site / "blur_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "blur_entry.py").write_text(BLUR_ENTRY)
+    (site / "blur_method.py").write_text(BLUR_METHOD)
+    (site / "blur_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: blur-plugin\nVersion: 0.1\n")
+    (site / "blur_plugin-0.1.dist-info" / "entry_points.txt").write_text("[emdiffuse.image_methods]\nblur = blur_entry:BLUR\n")
+    config = {key: test_config[key] for key in ("seed", "datasets", "split", "methods", "budget", "figure")}
+    config["tasks"] = {"denoise": {**test_config["tasks"]["denoise"], "methods": ["input", "blur"]}}
+    config["methods"] = {"input": {}, "blur": {"predict": {"sigma": 1.5}}}
+    cfg = tmp_path / "blur.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--cores", "2",
+           "--directory", str(work), f"--configfile={cfg}", "table_denoise"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    table = pd.read_csv(work / "results" / "tables" / "denoise.csv")
+    pooled = table[table["level"] == "all"].set_index("method")
+    assert set(pooled.index) == {"input", "blur"}
+    assert pooled.loc["blur", "PSNR_mean"] > pooled.loc["input", "PSNR_mean"]  # smoothing shot noise helps
 
 
 @pytest.mark.parametrize("target,rules", [("table_sampling", ["sampling_run", "sampling_table", "study_subset"]),

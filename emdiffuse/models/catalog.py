@@ -5,7 +5,8 @@ method's default settings, whether it learns, which data a volume method trains 
 holds its learning rate; only the jobs that train or predict need its implementation, imported
 from ``Entry.implementation`` when they ask for it. A method class takes these settings from its
 entry (``Method.__init_subclass__``, ``VolumeMethod.__init_subclass__``), so they are written once.
-A new method is its module plus one entry here.
+A new method is its module plus one entry here; a method of another package is its module plus an
+entry point (group ``emdiffuse.image_methods`` or ``emdiffuse.volume_methods``) naming its ``Entry``.
 """
 
 from __future__ import annotations
@@ -147,6 +148,27 @@ VOLUME: dict[str, Entry] = {
     "vemdiffuse_a": Entry("emdiffuse.models.volume_methods:VEMDiffuseAMethod", _VEMDIFFUSE,
                           training_data="sections"),
 }
+
+
+def _plugins(group: str, builtin: dict[str, Entry]) -> dict[str, Entry]:
+    """Methods that other installed packages register under the entry-point ``group``: a name and
+    an :class:`Entry` in a module that does not import torch (planning loads it)."""
+    from importlib.metadata import entry_points
+
+    found = {}
+    for point in entry_points(group=group):
+        entry = point.load()
+        where = f"entry point {point.name} = {point.value} (group {group})"
+        if not isinstance(entry, Entry):
+            raise TypeError(f"{where}: expected an emdiffuse.models.catalog.Entry, got {type(entry).__name__}")
+        if point.name in builtin or point.name in found:
+            raise ValueError(f"{where}: a method named {point.name!r} is already registered")
+        found[point.name] = entry
+    return found
+
+
+IMAGE.update(_plugins("emdiffuse.image_methods", {**IMAGE, **VOLUME}))  # one namespace: config["methods"]
+VOLUME.update(_plugins("emdiffuse.volume_methods", {**IMAGE, **VOLUME}))
 
 
 def image_method(name: str, where: str) -> Entry:

@@ -3,15 +3,16 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from emdiffuse.budget import apply_budget
-from emdiffuse.config import check_references, derived_seed, drop_null_blocks, export_repository
+from emdiffuse.config import check_references, derived_seed, drop_null_blocks, export_repository, write_workflow_schema
 from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
+from emdiffuse.models.catalog import IMAGE
 from emdiffuse.provenance import code_digest
 from emdiffuse.tables import describe_budget
 
 export_repository()  # where the per-rule conda envs install the package from (envs/*.post-deploy.sh)
 drop_null_blocks(config)
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema=str(write_workflow_schema(Path.cwd())))  # the schema file, methods from the catalog
 fill_voxel_sizes(config)
 check_references(config)
 
@@ -44,7 +45,7 @@ def task_outputs(task):
         f"results/tables/{task}.md",
         f"results/figures/{task}.png",
     ]
-    if {"emdiffuse", "emdiffuse_v"} & set(config["tasks"][task]["methods"]):
+    if any(is_sampled(m) for m in config["tasks"][task]["methods"]):
         outputs += [
             f"results/tables/{task}_calibration.md",
             f"results/figures/{task}_calibration.png",
@@ -197,8 +198,13 @@ def task_models(wildcards):
 
 
 def gpus(wildcards):
-    """Learned methods ask for a GPU (used when present); the reference needs none."""
-    return 0 if wildcards.method == "input" else 1
+    """Learned methods ask for a GPU (used when present); the non-learned ones need none."""
+    return int(IMAGE[wildcards.method].learned)
+
+
+def is_sampled(method):
+    """Does the image method draw K samples (an uncertainty map, so a reliability calibration)?"""
+    return "sample" in IMAGE[method].defaults
 
 
 # --- transfer learning from one image pair (rules/transfer.smk; logic in emdiffuse/transfer.py) ---
