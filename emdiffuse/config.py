@@ -19,7 +19,7 @@ def export_repository() -> None:
     os.environ["EMDIFFUSE_REPO"] = str(Path(__file__).resolve().parents[1])
 
 
-OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer")
+OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer", "restore")
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 

@@ -127,18 +127,27 @@ def stitch(chunks) -> dict[str, np.ndarray]:
     return {key: np.concatenate(v) for key, v in pieces.items()}
 
 
-def iter_chunks(fn, anisotropic, chunk: int, z_factor: int, context: int = 0, progress: bool = True):
-    """:func:`process_in_chunks` one run at a time: yields (index of the run's first output slice,
-    its outputs). ``anisotropic`` may be lazy (a Zarr or memory-mapped stack): only a run's
-    sections are read."""
-    _check_factor(z_factor)
-    n = len(anisotropic)
+def chunk_runs(n: int, chunk: int) -> list[tuple[int, int]]:
+    """The (first, last) section of each run of :func:`iter_chunks` over ``n`` sections: consecutive
+    runs share their boundary section."""
     if chunk < 2:
         raise ValueError(f"chunk must be >= 2 sections (one pair), got {chunk}")
-    q_all = output_positions(n, z_factor)
     bounds = list(range(0, n - 1, chunk - 1)) + [n - 1]
-    for a, b in tqdm(list(zip(bounds[:-1], bounds[1:])), disable=not progress, desc="z chunks",
-                     dynamic_ncols=True):
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def iter_chunks(fn, anisotropic, chunk: int, z_factor: int, context: int = 0, progress: bool = True,
+                runs: range | None = None):
+    """:func:`process_in_chunks` one run at a time: yields (index of the run's first output slice,
+    its outputs). ``anisotropic`` may be lazy (a Zarr or memory-mapped stack): only a run's
+    sections are read. ``runs``: only these runs (indices into :func:`chunk_runs`), e.g. one block
+    of a restore split over jobs; each gives what it gives in the whole."""
+    _check_factor(z_factor)
+    n = len(anisotropic)
+    q_all = output_positions(n, z_factor)
+    every = chunk_runs(n, chunk)
+    chosen = [every[i] for i in (runs if runs is not None else range(len(every)))]
+    for a, b in tqdm(chosen, disable=not progress, desc="z chunks", dynamic_ncols=True):
         lo, hi = max(a - context, 0), min(b + context, n - 1)
         out = fn(anisotropic[lo : hi + 1], lo)
         q = output_positions(hi - lo + 1, z_factor) + lo * z_factor

@@ -335,6 +335,26 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     again = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                       f"--configfile={repo / 'config' / 'test.yaml'}", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the HTML report (README): the workflow description and the captions of tables and figures
+    report = tmp_path / "report.html"
+    snakemake(repo, "--cores", "1", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",
+              "--report", str(report))
+    html = report.read_text(encoding="utf-8", errors="ignore")
+    workflow_description = (repo / "workflow" / "report" / "workflow.rst").read_text().split("\n")[0].strip()
+    assert workflow_description and workflow_description in html
+    assert "denoise.csv" in html and "isotropic" in html and "loss_ablation" in html
+    # block-wise restore (target restore, 2 jobs) equals emdiffuse predict on the whole input
+    snakemake(repo, "--cores", "2", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",
+              "restore")
+    from emdiffuse.cli import main as cli
+    from emdiffuse.io import read_image
+
+    entry = test_config["restore"]["vem_sections"]
+    assert cli(["predict", "--model", str(tmp_path / entry["model"]), "--input", str(tmp_path / entry["input"]),
+                "--output", str(tmp_path / "whole.zarr"), "--seed", str(test_config["seed"])]) == 0
+    blocks = read_image(tmp_path / "results" / "restored" / "vem_sections.zarr")[0]
+    assert len(blocks) > len(read_image(tmp_path / entry["input"])[0])  # sections -> isotropic slices
+    assert np.array_equal(blocks, read_image(tmp_path / "whole.zarr")[0])
 
 
 @pytest.mark.workflow

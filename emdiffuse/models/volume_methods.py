@@ -87,11 +87,13 @@ class VolumeMethod:
         return stitch(self.predict_chunks(_as_volume(anisotropic, f"{self.name}.predict"), seed=seed,
                                           progress=progress))
 
-    def predict_chunks(self, sections, *, seed: int, progress: bool = True, transform=None):
+    def predict_chunks(self, sections, *, seed: int, progress: bool = True, transform=None,
+                       runs: range | None = None):
         """:meth:`predict` one z chunk (``predict.chunk`` sections) at a time: yields (index of the
         chunk's first output slice, its outputs). ``sections`` may be lazy (only a chunk's sections
         are read) and ``transform`` maps what is read to [0, 1] float32, so that a volume larger
-        than memory is reconstructed chunk by chunk."""
+        than memory is reconstructed chunk by chunk. ``runs``: only these chunks
+        (``volumes.chunk_runs``), as one block of a restore split over jobs."""
         self._require_fitted()
         if len(sections.shape) != 3:
             raise ValueError(f"{self.name}.predict: expected a (z, y, x) volume, got shape {tuple(sections.shape)}")
@@ -102,7 +104,7 @@ class VolumeMethod:
             return self._predict(_as_volume(sub, f"{self.name}.predict"), start, int(seed), progress)
 
         for first, out in iter_chunks(chunk_fn, sections, self.params["predict"]["chunk"], self.z_factor,
-                                      self._context(), progress):
+                                      self._context(), progress, runs):
             out["prediction"] = np.clip(out["prediction"], 0.0, 1.0)
             yield first, {k: v.astype(np.float32) for k, v in out.items()}
 

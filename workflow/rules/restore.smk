@@ -1,0 +1,70 @@
+# Block-wise restore of large stacks and volumes (config key `restore`, target `restore`; logic in
+# emdiffuse/blockwise.py): each block is one job (one GPU on a cluster), gathered into one OME-Zarr.
+RESTORE = config.get("restore") or {}
+
+
+def restore_entry(wildcards):
+    return RESTORE[wildcards.name]
+
+
+def restore_blocks(wildcards):
+    n = RESTORE[wildcards.name]["blocks"]
+    return [f"results/restored/{wildcards.name}/blocks/{block}.npz" for block in range(n)]
+
+
+rule restore_block:
+    input:
+        model=lambda wildcards: RESTORE[wildcards.name]["model"],
+        image=lambda wildcards: RESTORE[wildcards.name]["input"],
+    output:
+        "results/restored/{name}/blocks/{block}.npz",
+    log:
+        "logs/restore_block/{name}/{block}.log",
+    benchmark:
+        "benchmarks/restore_block/{name}/{block}.tsv"
+    wildcard_constraints:
+        block=r"\d+",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=1,
+    params:
+        code=code_digest("model", "blockwise"),
+        entry=restore_entry,
+        seed=config["seed"],
+    script:
+        "../scripts/restore_block.py"
+
+
+rule restore_gather:
+    input:
+        blocks=restore_blocks,
+        model=lambda wildcards: RESTORE[wildcards.name]["model"],
+        image=lambda wildcards: RESTORE[wildcards.name]["input"],
+    output:
+        prediction=directory("results/restored/{name}.zarr"),
+        report="results/restored/{name}_reliability.json",
+    log:
+        "logs/restore_gather/{name}.log",
+    benchmark:
+        "benchmarks/restore_gather/{name}.tsv"
+    conda:
+        "../envs/torch.yaml"  # reads the model file's settings; OME-Zarr through ngff-zarr
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        code=code_digest("blockwise", "io"),
+        threshold=config["reliability_threshold"],
+    script:
+        "../scripts/restore_gather.py"
+
+
+rule restore:
+    input:
+        [f"results/restored/{name}.zarr" for name in RESTORE],
+    localrule: True
