@@ -304,3 +304,16 @@ def transfer_scratch_params(wildcards):
 
 def transfer_predict_seed(wildcards):
     return transfer_lib.predict_seed(config, wildcards.task, wildcards.target, wildcards.method)
+
+
+# --- block-wise restore (rules/restore.smk; logic in emdiffuse/blockwise.py) ---
+RESTORE = config.get("restore") or {}
+
+
+def restore_entry(wildcards):
+    return RESTORE[wildcards.name]
+
+
+def restore_blocks(wildcards):
+    n = RESTORE[wildcards.name]["blocks"]
+    return [f"results/restored/{wildcards.name}/blocks/{block}.npz" for block in range(n)]

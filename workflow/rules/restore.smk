@@ -1,17 +1,6 @@
 # Block-wise restore of large stacks and volumes (config key `restore`, target `restore`; logic in
-# emdiffuse/blockwise.py): each block is one job (one GPU on a cluster), gathered into one OME-Zarr.
-RESTORE = config.get("restore") or {}
-
-
-def restore_entry(wildcards):
-    return RESTORE[wildcards.name]
-
-
-def restore_blocks(wildcards):
-    n = RESTORE[wildcards.name]["blocks"]
-    return [f"results/restored/{wildcards.name}/blocks/{block}.npz" for block in range(n)]
-
-
+# emdiffuse/blockwise.py; helpers in common.smk): each block is one job (one GPU on a cluster),
+# gathered into one OME-Zarr.
 rule restore_block:
     input:
         model=lambda wildcards: RESTORE[wildcards.name]["model"],
