@@ -27,6 +27,27 @@ def test_config() -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_diffusion_model(tmp_path_factory) -> Path:
+    """A tiny EMDiffuse model file (2 iterations) for the command-line and restore tests."""
+    import numpy as np
+    import torch
+
+    from emdiffuse.models.registry import build_method
+
+    params = {
+        "model": {"preset": "tiny"},
+        "train": {"iterations": 2, "batch_size": 2, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9},
+        "sample": {"sampler": "ddim", "steps": 2, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
+    }
+    root = tmp_path_factory.mktemp("model")
+    x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    method = build_method("emdiffuse", params, device=torch.device("cpu"), seed=0)
+    method.fit(x, x, checkpoint_path=root / "ckpt.pt", progress=False)
+    method.save(root / "model.pt")
+    return root / "model.pt"
+
+
+@pytest.fixture(scope="session")
 def schema(tmp_path_factory) -> str:
     """The schema the workflow validates against: the schema file with the catalog's method names."""
     from emdiffuse.config import write_workflow_schema

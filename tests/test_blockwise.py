@@ -6,28 +6,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from emdiffuse.blockwise import block_share, gather, restore_block
 from emdiffuse.cli import main
 from emdiffuse.io import read_image, write_tiff
-from emdiffuse.models.registry import build_method
 
-PARAMS = {
-    "model": {"preset": "tiny"},
-    "train": {"iterations": 2, "batch_size": 2, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9},
-    "sample": {"sampler": "ancestral", "steps": 3, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
-    method = build_method("emdiffuse", PARAMS, device=torch.device("cpu"), seed=0)
-    method.fit(x, x, checkpoint_path=root / "ckpt.pt", progress=False)
-    method.save(root / "model.pt")
-    return root / "model.pt"
+@pytest.fixture
+def model_path(tiny_diffusion_model):
+    return tiny_diffusion_model
 
 
 def test_block_shares_tile_the_units_and_too_many_blocks_are_named():

@@ -14,22 +14,9 @@ from emdiffuse.io import read_tiff, read_zarr, write_tiff, write_zarr
 from emdiffuse.metrics.calibration import DEFAULT_THRESHOLD
 from emdiffuse.models.registry import build_method
 
-PARAMS = {
-    "model": {"preset": "tiny"},
-    "train": {"iterations": 2, "batch_size": 2, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9},
-    "sample": {"sampler": "ddim", "steps": 2, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    rng = np.random.default_rng(0)
-    x = rng.random((4, 32, 32)).astype(np.float32)
-    method = build_method("emdiffuse", PARAMS, device=torch.device("cpu"), seed=0)
-    method.fit(x, x, checkpoint_path=root / "ckpt.pt", progress=False)
-    method.save(root / "model.pt")
-    return root / "model.pt"
+@pytest.fixture
+def model_path(tiny_diffusion_model):
+    return tiny_diffusion_model
 
 
 def test_predict_tiff_stack_writes_prediction_uncertainty_and_report(model_path, tmp_path):
