@@ -85,27 +85,46 @@ def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
 
 
 def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str, history_path: str,
-          *, factor: int = 1, threads: int | None = None, progress: bool = True) -> None:
+          *, factor: int = 1, threads: int | None = None, progress: bool = True, devices: int = 1) -> None:
     """Fit a method on the training pairs.
 
     Training checkpoints go to ``checkpoint.pt`` beside the model, which Snakemake never
-    deletes, so a killed run resumes where it stopped.
+    deletes, so a killed run resumes where it stopped. ``devices`` > 1: data-parallel over that
+    many GPUs (:mod:`emdiffuse.distributed`; gloo processes on a machine without CUDA).
     """
+    from .pairs import check_pairing
+
+    pairs = load_npz(pairs_path, required=PAIR_KEYS)
+    check_pairing(pairs["inputs"], pairs["targets"], factor, str(pairs_path))
+    args = (method, params, pairs_path, seed, model_path, history_path, threads, progress)
+    if devices > 1:
+        from .distributed import spawn
+
+        spawn(_train_rank, devices, *args)
+    else:
+        _train_rank(0, 1, *args)
+
+
+def _train_rank(rank: int, devices: int, method: str, params: dict, pairs_path: str, seed: int, model_path: str,
+                history_path: str, threads: int | None, progress: bool) -> None:
+    """One process of :func:`train` (the only one on one device); rank 0 writes the outputs."""
+    import torch
+
     from .device import pick_device, seed_everything, set_threads
     from .io import atomic_path
     from .models.registry import build_method
 
-    from .pairs import check_pairing
-
     set_threads(threads)
     seed_everything(seed)
+    device = pick_device() if devices == 1 else torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
-    check_pairing(pairs["inputs"], pairs["targets"], factor, str(pairs_path))
-    model = build_method(method, params, device=pick_device(), seed=seed)
-    history = model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
-    model.save(model_path)
-    with atomic_path(history_path) as tmp:
-        pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+    model = build_method(method, params, device=device, seed=seed)
+    history = model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"),
+                        progress=progress)
+    if rank == 0:
+        model.save(model_path)
+        with atomic_path(history_path) as tmp:
+            pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
 
 
 def predict(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,

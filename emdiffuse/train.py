@@ -122,9 +122,12 @@ def train_loop(
     ``callback(iteration)`` runs after every step (and after its checkpoint, if any).
     ``amp``: mixed precision, see :func:`amp_dtype`; each history entry records the precision used.
     """
+    from . import distributed
+
     checkpoint_path = Path(checkpoint_path)
     if iterations is None and seconds is None:
         raise ValueError("train_loop: give iterations, seconds or both")
+    rank, processes = distributed.world()
     model.to(device)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     opt = _optimizer(model, optimizer, lr, adam_eps, betas, weight_decay)
@@ -140,33 +143,45 @@ def train_loop(
     scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
     if precision != "fp32":  # "auto" resolves per machine: never resume a run in another precision
         meta = {**(meta or {}), "precision": precision}
+    if processes > 1:  # a run on another number of devices is another run
+        meta = {**(meta or {}), "processes": processes}
     parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scheduler": sched, "scaler": scaler}
     if ema is not None:
         parts["ema"] = ema.model
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
     start, history = 0, []
-    checkpoint = _resumable(checkpoint_path, meta, iterations, seconds, log)
+    checkpoint = _resumable(checkpoint_path, meta, iterations, seconds, log) if rank == 0 else None
+    if processes > 1 and distributed.broadcast(checkpoint is not None) and rank > 0:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)  # rank 0 kept it
     if checkpoint is not None:
-        start, history = _restore(checkpoint, parts, sampler, device)
+        start, history = _restore(checkpoint, parts, sampler, device, rank)
         goal = f"/{iterations}" if iterations is not None else ""
         goal += f" (deadline {seconds:g} s, {history[-1]['seconds'] if history else 0.0:.1f} s done)" if seconds else ""
         log(f"{checkpoint_path}: resuming at iteration {start}{goal}")
 
     model.train()
     t0, seconds0 = time.perf_counter(), history[-1]["seconds"] if history else 0.0
-    bar = tqdm(total=iterations, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=iterations, initial=start, disable=not progress or rank > 0, desc="train", dynamic_ncols=True)
     steps = range(start + 1, iterations + 1) if iterations is not None else itertools.count(start + 1)
     for it in steps:
         if seconds is not None and history and history[-1]["seconds"] >= seconds:
             break  # the deadline was reached (also: a resumed run that had already reached it)
-        batch = tuple(torch.from_numpy(a).to(device) for a in sampler.next())
+        arrays = sampler.next()
+        if processes > 1:  # every process drew the same global batch: each trains on its share
+            if len(arrays[0]) % processes:
+                raise ValueError(f"train.batch_size {len(arrays[0])} is not a multiple of the {processes} devices")
+            arrays = tuple(a[rank::processes] for a in arrays)
+        batch = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)
         step_lr = opt.param_groups[0]["lr"]
-        loss = _step(model, loss_fn, batch, opt, scaler, autocast, device)
+        sync = (lambda: distributed.average_gradients(model.parameters())) if processes > 1 else None
+        loss = _step(model, loss_fn, batch, opt, scaler, autocast, device, sync)
         if ema is not None:
             ema.update(model)
-        history.append({"iteration": it, "loss": loss, "lr": step_lr, "seconds": seconds0 + time.perf_counter() - t0,
-                        "precision": precision})
+        elapsed = seconds0 + time.perf_counter() - t0
+        if processes > 1:  # the same numbers on every process: the same scheduler and deadline decisions
+            loss, elapsed = distributed.mean([loss, elapsed], device)
+        history.append({"iteration": it, "loss": loss, "lr": step_lr, "seconds": elapsed, "precision": precision})
         if warm is not None and it < warmup:
             warm.step()
         if plat is not None and it % plateau["every"] == 0:
@@ -177,7 +192,9 @@ def train_loop(
             sched.step()
         out_of_time = seconds is not None and history[-1]["seconds"] >= seconds
         if it % checkpoint_every == 0 or it == iterations or out_of_time:
-            _save(checkpoint_path, it, parts, sampler, history, meta, device)
+            ranks = distributed.gather(_rng_state(device)) if processes > 1 else None
+            if rank == 0:
+                _save(checkpoint_path, it, parts, sampler, history, meta, device, ranks)
         bar.update()
         bar.set_postfix(loss=f"{loss:.4g}", lr=f"{step_lr:.3g}", refresh=False)
         if callback is not None:
@@ -225,17 +242,19 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _step(model, loss_fn, batch, opt, scaler, autocast, device) -> float:
+def _step(model, loss_fn, batch, opt, scaler, autocast, device, sync=None) -> float:
+    """One optimiser step; ``sync`` (several devices) averages the gradients before it."""
     opt.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         loss = loss_fn(batch)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss.item()}; lower the learning rate or check the data")
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if sync is not None:
+        sync()
     if scaler is None:
-        loss.backward()
         opt.step()
     else:
-        scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
     return loss.item()
@@ -258,7 +277,9 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def _save(path: Path, iteration: int, parts: dict, sampler: PatchSampler, history, meta, device) -> None:
+def _save(path: Path, iteration: int, parts: dict, sampler: PatchSampler, history, meta, device,
+          ranks: list[dict] | None = None) -> None:
+    """``ranks``: every process's random state (several devices), each resumed with its own."""
     checkpoint = {
         "version": CHECKPOINT_VERSION,
         "emdiffuse_version": __version__,
@@ -267,6 +288,7 @@ def _save(path: Path, iteration: int, parts: dict, sampler: PatchSampler, histor
         **{k: v.state_dict() for k, v in parts.items() if v is not None},
         "rng": {**_rng_state(device), "sampler": sampler.state},
         "history": history,
+        **({"rng_ranks": ranks} if ranks is not None else {}),
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -301,10 +323,10 @@ def _resumable(path: Path, meta, iterations: int | None, seconds: float | None, 
     return None
 
 
-def _restore(checkpoint: dict, parts: dict, sampler: PatchSampler, device) -> tuple[int, list[dict]]:
+def _restore(checkpoint: dict, parts: dict, sampler: PatchSampler, device, rank: int = 0) -> tuple[int, list[dict]]:
     for key, part in parts.items():
         if part is not None:
             part.load_state_dict(checkpoint[key])
-    _set_rng_state(checkpoint["rng"], device)
+    _set_rng_state(checkpoint["rng_ranks"][rank] if "rng_ranks" in checkpoint else checkpoint["rng"], device)
     sampler.state = checkpoint["rng"]["sampler"]
     return checkpoint["iteration"], checkpoint["history"]

@@ -202,6 +202,11 @@ def gpus(wildcards):
     return int(IMAGE[wildcards.method].learned)
 
 
+def train_gpus(wildcards):
+    """GPUs of a training job: ``train_devices`` of the method (data-parallel within the job), else 1."""
+    return gpus(wildcards) and int((config.get("train_devices") or {}).get(wildcards.method, 1))
+
+
 def is_sampled(method):
     """Does the image method draw K samples (an uncertainty map, so a reliability calibration)?"""
     return "sample" in IMAGE[method].defaults

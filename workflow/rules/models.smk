@@ -15,7 +15,7 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=gpus,
+        gpu=train_gpus,
     params:
         code=code_digest("model", "steps"),
         method="{method}",

@@ -2,6 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
+from emdiffuse.distributed import devices_for
 from emdiffuse.steps import train
 
 train(
@@ -13,4 +14,5 @@ train(
     snakemake.output.history,
     factor=snakemake.params.factor,
     threads=snakemake.threads,
+    devices=devices_for(snakemake.resources.get("gpu", 0)),  # > 1: data-parallel over the job's GPUs
 )
