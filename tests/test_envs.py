@@ -91,3 +91,37 @@ def test_post_deploy_installs_the_package_from_the_repository_whatever_the_direc
         text = script.read_text()
         assert 'pip install --no-deps -e "${EMDIFFUSE_REPO' in text and "-e .\n" not in text
     assert "build='cuda*'" in (repo / "workflow" / "envs" / "torch.yaml").read_text()
+
+
+def test_a_dry_run_with_the_slurm_profile_sends_every_gpu_job_to_the_gpu_partition(repo, tmp_path):
+    """The SLURM plugin's own dry run of the paper config (the profile without conda, absent here):
+    every job that asks for a GPU goes to the GPU partition; the non-learned methods ask for none; a
+    method given several training GPUs (train_devices) asks for them."""
+    import subprocess
+    import sys
+
+    profile = yaml.safe_load((repo / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    profile.pop("software-deployment-method")
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    config = yaml.safe_load((repo / "config" / "paper.yaml").read_text())
+    config["train_devices"] = {"emdiffuse": 4}
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "-n", "--profile",
+           str(tmp_path / "profile"), "--configfile", str(tmp_path / "paper.yaml"), "--directory", str(tmp_path / "w"),
+           "all"]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", proc.stdout):  # one job per block, each after its timestamp
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        fields = {key: re.search(rf"^    {key}: (.*)$", block, re.M) for key in ("wildcards", "resources")}
+        if rule:
+            jobs.append((rule.group(1), *(dict(re.findall(r"(\w+)=([^,]+)", f.group(1))) if f else {}
+                                          for f in fields.values())))
+    gpu_jobs = [(rule, w, r) for rule, w, r in jobs if int(r.get("gpu", 0)) > 0]
+    assert len(gpu_jobs) > 30 and all(r["slurm_partition"] == "gpu" for _, _, r in gpu_jobs)
+    assert all(int(r.get("gpu", 0)) == 0 for _, w, r in jobs if w.get("method") in ("input", "linear", "cubic"))
+    trains = {(w["task"], w["dataset"], w["method"]): int(r["gpu"]) for rule, w, r in jobs if rule == "train"}
+    assert {g for (_, _, m), g in trains.items() if m == "emdiffuse"} == {4}
+    assert {g for (_, _, m), g in trains.items() if m in ("care", "rcan", "pssr")} == {1}
