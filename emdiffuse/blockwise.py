@@ -80,8 +80,8 @@ def gather(block_paths: list[str | Path], model_path: str | Path, input_path: st
 
     def slabs():
         expected = 0
-        for path in block_paths:
-            part = load_npz(path, required=("first", "prediction"))
+        for i, path in enumerate(block_paths):
+            part = first_block if i == 0 else load_npz(path, required=("first", "prediction"))
             if int(part["first"]) != expected:
                 raise ValueError(f"{path}: starts at output slice {int(part['first'])}, expected {expected}: "
                                  "the blocks do not tile the output (from another input or block count?)")
