@@ -17,7 +17,7 @@ the official 1000-step ancestral sampler (LPIPS within 0.01, FSIM within 0.005):
 
 The path is the one ``emdiffuse predict`` takes (``EMDiffuseMethod.predict``: tiles, K samples per tile
 batch, blending, uncertainty). Sampler, steps, K, tile, overlap, tile batch and precision default to the
-model's own (the config's ``methods.emdiffuse.sample``); any of them can be overridden. Without ``--model``
+model's own (the config's ``methods.emdiffuse.predict``); any of them can be overridden. Without ``--model``
 a network of ``--preset`` size with trained-like weights and the default config's sampling settings stands
 in (time does not depend on the weights). Without
 ``--input`` the image is a seeded smooth random field plus noise: the timing does not depend on content.
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=int)
     parser.add_argument("--batch", type=int, help="tiles sampled together (network batch = batch x K)")
     parser.add_argument("--precision", choices=("bf16", "fp32"))
-    parser.add_argument("--init", choices=("noise", "condition"), help="chain start (sample.init)")
+    parser.add_argument("--init", choices=("noise", "condition"), help="chain start (predict.init)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -94,18 +94,17 @@ def main() -> None:
     method = load_method(args.model, device=torch.device("cpu")) if args.model else stand_in_model(args.preset, args.seed)
     if not isinstance(method, EMDiffuseMethod):
         raise SystemExit(f"{args.model}: not an EMDiffuse model")
-    method.params["sample"].update({k: getattr(args, k) for k in SAMPLE_KEYS if getattr(args, k) is not None})
+    s = method.predict_settings({k: getattr(args, k) for k in SAMPLE_KEYS if getattr(args, k) is not None})
     image = read_image(args.input)[0] if args.input else test_image(args.size, args.seed)
     if image.ndim != 2:
         raise SystemExit(f"{args.input}: expected a 2D image, got shape {image.shape}")
-    s = method.params["sample"]
     tiles = n_tiles(tuple(n * method.scale for n in image.shape), s["tile"], s["overlap"])
     print(f"torch {torch.__version__}, {args.threads} threads; image {image.shape[0]}x{image.shape[1]}; "
           f"model {args.model or args.preset + ' stand-in'}")
     print("settings: " + ", ".join(f"{k} {s[k]}" for k in SAMPLE_KEYS) + f"; ~{tiles} tiles")
     load0 = os.getloadavg()
     start = time.perf_counter()
-    out = method.predict(image[None], seed=args.seed, progress=True)
+    out = method.predict(image[None], seed=args.seed, progress=True, **s)
     seconds = time.perf_counter() - start
     evaluations = tiles * s["samples"] * s["steps"]
     print(f"restored in {seconds:.1f} s ({seconds / 60:.2f} min); {evaluations} tile-sample evaluations, "

@@ -178,14 +178,13 @@ def end_to_end(size: int, samples: int, steps: list[int], seed: int, precision: 
     sample = {"sampler": "dpmpp2m", "samples": samples, "tile": tile, "overlap": overlap, "batch": batch,
               "precision": precision}
     method = EMDiffuseMethod({"model": {"preset": "official"}, "train": {"iterations": 1, "warmup": 1},
-                              "sample": sample}, device=torch.device("cpu"), seed=seed)
+                              "predict": sample}, device=torch.device("cpu"), seed=seed)
     method.diffusion.net.load_state_dict(ours.state_dict())
     method.scale = 1
     image = np.random.default_rng(seed).random((1, size, size), dtype=np.float32)
 
     def run(sampler: str, n: int) -> float:
-        method.params["sample"].update(sampler=sampler, steps=n)
-        return timed(lambda: method.predict(image, seed=seed, progress=False))
+        return timed(lambda: method.predict(image, seed=seed, progress=False, sampler=sampler, steps=n))
 
     print(f"\n(b) end to end: {size}x{size} image, K={samples}, official preset, {precision}, "
           f"{torch.get_num_threads()} threads, tile {tile} overlap {overlap} batch {batch} "

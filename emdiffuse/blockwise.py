@@ -30,7 +30,7 @@ def block_share(n: int, block: int, blocks: int, what: str, where: str) -> range
 def restore_block(model_path: str | Path, input_path: str | Path, block: int, blocks: int, out_path: str | Path,
                   *, seed: int, settings: dict | None = None, where: str = "restore", threads: int | None = None) -> None:
     """Restore block ``block`` of ``blocks`` of the input and save it (``first``: its first output slice)."""
-    from .cli import SETTING_FLAGS, apply_settings, unit_range
+    from .cli import SETTING_FLAGS, setting_overrides, unit_range
     from .device import pick_device, seed_everything, set_threads
     from .models.registry import load_model_file
     from .models.volume_methods import VolumeMethod
@@ -44,15 +44,16 @@ def restore_block(model_path: str | Path, input_path: str | Path, block: int, bl
     to_unit = unit_range(image, str(input_path))
     model = load_model_file(model_path, device=pick_device())
     flags = SimpleNamespace(**{key: (settings or {}).get(key) for key in SETTING_FLAGS})
+    overrides = setting_overrides(model, flags)
     if isinstance(model, VolumeMethod):
-        apply_settings(model.params["predict"], flags, model.name)
-        runs = chunk_runs(image.shape[0], model.params["predict"]["chunk"])
-        share = block_share(len(runs), block, blocks, f"z chunks of {model.params['predict']['chunk']} sections", where)
-        slabs = list(model.predict_chunks(image, seed=seed, transform=to_unit, runs=share))
+        chunk = model.predict_settings(overrides)["chunk"]
+        runs = chunk_runs(image.shape[0], chunk)
+        share = block_share(len(runs), block, blocks, f"z chunks of {chunk} sections", where)
+        slabs = list(model.predict_chunks(image, seed=seed, transform=to_unit, runs=share, **overrides))
     else:
-        apply_settings(model.params.get("sample", model.params.get("predict", {})), flags, model.name)
         share = block_share(image.shape[0], block, blocks, "slices", where)
-        slabs = [(i, model.predict(to_unit(image[i])[None], seed=seed, progress=False, start=i)) for i in share]
+        slabs = [(i, model.predict(to_unit(image[i])[None], seed=seed, progress=False, start=i, **overrides))
+                 for i in share]
     keys = slabs[0][1].keys()
     save_npz(out_path, first=np.int64(slabs[0][0]), **{k: np.concatenate([out[k] for _, out in slabs]) for k in keys})
     print(f"{where}: block {block + 1} of {blocks}: output slices {slabs[0][0]} to "
@@ -64,7 +65,7 @@ def gather(block_paths: list[str | Path], model_path: str | Path, input_path: st
     """Write the blocks, in order, into one prediction (and uncertainty) file, TIFF or OME-Zarr by
     its name, with the reliability report beside it, as ``emdiffuse predict`` writes them."""
     from .cli import _write_outputs, output_voxel, sibling
-    from .models.methods import read_checkpoint
+    from .models.lifecycle import read_checkpoint
     from .volumes import isotropic_voxel, output_positions
 
     image, voxel = open_image(input_path)

@@ -156,7 +156,7 @@ def _documentation(method) -> str:
              "- Input: one EM image, normalised per image from its 0.1 / 99.9 percentiles to [0, 1] and clipped.",
              f"- Output: the restored image in [0, 1], {method.scale}x the input size."]
     if method.name.startswith("emdiffuse"):
-        s = method.params["sample"]
+        s = method.params["predict"]
         lines += [f"- Sampling: {s['sampler']} sampler, {s['steps']} steps, init {s['init']}, mean of K = "
                   f"{s['samples']} samples; a second output is their per-pixel std (uncertainty, [0, 1] units). "
                   "The seed is built in: the same input gives the same output. Float32 throughout.",

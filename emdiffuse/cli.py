@@ -97,17 +97,19 @@ def check_paths(input_path: Path, output: Path) -> None:
 SETTING_FLAGS = ("steps", "samples", "sampler", "tile", "overlap", "batch")
 
 
-def apply_settings(settings: dict, args: argparse.Namespace, name: str) -> None:
-    """``--steps`` ... ``--batch`` into the model's sampling/prediction block; a flag the model has
-    no use for (``--steps`` for CARE) is refused rather than ignored."""
+def setting_overrides(model, args: argparse.Namespace) -> dict:
+    """``--steps`` ... ``--batch`` as overrides of the model's ``predict`` settings; a flag the model
+    has no use for (``--steps`` for CARE) is refused rather than ignored."""
+    settings, overrides = model.params.get("predict", {}), {}
     for key in SETTING_FLAGS:
         value = getattr(args, key, None)
         if value is None:
             continue
         if key not in settings:
-            raise ValueError(f"--{key}: {name} has no such setting (it takes: "
+            raise ValueError(f"--{key}: {model.name} has no such setting (it takes: "
                              f"{', '.join(f'--{k}' for k in SETTING_FLAGS if k in settings) or 'none'})")
-        settings[key] = value
+        overrides[key] = value
+    return overrides
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -137,9 +139,10 @@ def predict_command(args: argparse.Namespace) -> int:
 def _restore_images(method, image, to_unit, voxel, output: Path, args) -> dict:
     """A 2D method on an image, or slice by slice on a stack (read and written one slice at a time);
     the pixel size follows the output grid."""
-    apply_settings(method.params.get("sample", method.params.get("predict", {})), args, method.name)
+    overrides = setting_overrides(method, args)
     stack = image.ndim == 3
-    first = method.predict(to_unit(image[0] if stack else image[...])[None], seed=args.seed, progress=not stack)
+    first = method.predict(to_unit(image[0] if stack else image[...])[None], seed=args.seed, progress=not stack,
+                           **overrides)
     shape = first["prediction"].shape[1:]
     out_shape = (image.shape[0], *shape) if stack else shape
     voxel = output_voxel(voxel, image.shape, out_shape)
@@ -148,7 +151,7 @@ def _restore_images(method, image, to_unit, voxel, output: Path, args) -> dict:
         yield 0, first
         for i in tqdm(range(1, image.shape[0] if stack else 1), desc="slices", initial=1,
                       total=image.shape[0] if stack else 1, disable=not stack, dynamic_ncols=True):
-            yield i, method.predict(to_unit(image[i])[None], seed=args.seed, progress=False, start=i)
+            yield i, method.predict(to_unit(image[i])[None], seed=args.seed, progress=False, start=i, **overrides)
 
     return _write_outputs(slabs(), out_shape, voxel, output, "uncertainty" in first, args.threshold)
 
@@ -161,9 +164,9 @@ def _reconstruct_volume(model, image, to_unit, voxel, output: Path, args) -> dic
 
     if image.ndim != 3:
         raise ValueError(f"{args.input}: {model.name} reconstructs a (z, y, x) stack of sections, got a 2D image")
-    apply_settings(model.params["predict"], args, model.name)
     out_shape = (len(output_positions(image.shape[0], model.z_factor)), *image.shape[1:])
-    chunks = model.predict_chunks(image, seed=args.seed, progress=True, transform=to_unit)
+    chunks = model.predict_chunks(image, seed=args.seed, progress=True, transform=to_unit,
+                                  **setting_overrides(model, args))
     first = next(chunks)
     report = _write_outputs(itertools.chain([first], chunks), out_shape,
                             isotropic_voxel(voxel, model.z_factor) if voxel is not None else None, output,

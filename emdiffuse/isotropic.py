@@ -121,9 +121,7 @@ def budget(method: str, params: dict) -> str:
     if not learned(method):
         return "not learned (interpolation along z)"
     data = {"isotropic": "isotropic training volume", "sections": "the test sections themselves"}
-    predict = p["predict"]
-    text = describe_budget(method, {"train": p["train"], "model": p["model"],
-                                    "sample": predict if "sampler" in predict else None})
+    text = describe_budget(method, {"train": p["train"], "model": p["model"], "predict": p["predict"]})
     return f"{text}; trained on {data[method_entry(method).training_data]}"
 
 
@@ -276,20 +274,21 @@ def train_volume(method: str, params: dict, z_factor: int, volume_path: str, see
 
 
 def load_for_prediction(method: str, params: dict, z_factor: int, model_path: str | None, seed: int):
-    """The fitted method with the config's ``predict`` settings (so they never need retraining)."""
+    """The fitted method (built, for one that does not learn) and the config's ``predict`` settings
+    to predict with: those of the config, not the model file's (so they never need retraining)."""
     from .device import pick_device
     from .models.catalog import merge_params
     from .models.volume_methods import build_volume_method, load_volume_method
 
+    settings = merge_params(method_entry(method).defaults.get("predict", {}), params.get("predict", {}),
+                            f"methods.{method}.predict")
     if model_path is None:
-        return build_volume_method(method, params, z_factor=z_factor, device=pick_device(), seed=seed)
+        return build_volume_method(method, params, z_factor=z_factor, device=pick_device(), seed=seed), settings
     model = load_volume_method(model_path, device=pick_device())
     if model.name != method or model.z_factor != z_factor:
         raise ValueError(f"{model_path}: holds {model.name} for z_factor {model.z_factor}, "
                          f"expected {method} for z_factor {z_factor}")
-    model.params["predict"] = merge_params(model.DEFAULTS["predict"], params.get("predict", {}),
-                                           f"methods.{method}.predict")
-    return model
+    return model, settings
 
 
 def predict_volume(method: str, params: dict, z_factor: int, model_path: str | None, sections_path: str,
@@ -302,8 +301,8 @@ def predict_volume(method: str, params: dict, z_factor: int, model_path: str | N
     set_threads(threads)
     seed_everything(seed)
     sections, voxel = read_volume(sections_path)
-    model = load_for_prediction(method, params, z_factor, model_path, seed)
-    out = model.predict(sections, seed=seed, progress=progress)
+    model, settings = load_for_prediction(method, params, z_factor, model_path, seed)
+    out = model.predict(sections, seed=seed, progress=progress, **settings)
     if ("uncertainty" in out) != (uncertainty_path is not None):
         raise ValueError(f"{method}: prediction {'has' if 'uncertainty' in out else 'has no'} uncertainty "
                          f"but the rule {'did not ask for' if uncertainty_path is None else 'asked for'} one")

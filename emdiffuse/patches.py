@@ -87,12 +87,12 @@ class PatchSampler(SeededSampler):
         tgt = self.targets[i, y * s : (y + p) * s, x * s : (x + p) * s]
         if self.augment:
             k, flip = rng.integers(4), rng.random() < 0.5
-            inp, tgt = (_flip_rot(a, k, flip) for a in (inp, tgt))
+            inp, tgt = (flip_rot(a, k, flip) for a in (inp, tgt))
         if self.input_blur_p and rng.random() < self.input_blur_p:
             inp = gaussian_filter(inp, self.input_blur_sigma, mode="nearest")
         return np.ascontiguousarray(inp), np.ascontiguousarray(tgt)
 
 
-def _flip_rot(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+def flip_rot(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     a = np.rot90(a, k)
     return a[::-1] if flip else a

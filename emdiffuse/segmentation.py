@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from .io import atomic_path, load_npz, save_npz, write_text
-from .models.catalog import REQUIRED, merge_params
-from .models.methods import read_checkpoint, write_checkpoint
-from .patches import SeededSampler, _flip_rot
+from .models.catalog import REQUIRED
+from .models.lifecycle import Model
+from .patches import SeededSampler, flip_rot
 
 BACKGROUND = "background"
 
@@ -96,12 +96,13 @@ class PlaneSampler(SeededSampler):
         i = rng.integers(len(volume))
         y, x = rng.integers(volume.shape[1] - p + 1), rng.integers(volume.shape[2] - p + 1)
         k, flip = rng.integers(4), rng.random() < 0.5
-        return tuple(np.ascontiguousarray(_flip_rot(a[i, y : y + p, x : x + p], k, flip)) for a in (volume, classes))
+        return tuple(np.ascontiguousarray(flip_rot(a[i, y : y + p, x : x + p], k, flip)) for a in (volume, classes))
 
 
-class Segmenter:
+class Segmenter(Model):
     """Semantic segmentation of (z, y, x) volumes in [0, 1] into background + ``classes``."""
 
+    name = "segmenter"
     DEFAULTS = {
         "classes": REQUIRED,
         "model": {"n_depth": 2, "kern_size": 3, "n_first": 16},
@@ -110,17 +111,24 @@ class Segmenter:
     }
 
     def __init__(self, params: dict, *, device: torch.device, seed: int):
+        self._fitted = False
+        super().__init__(params, device=device, seed=seed)
+
+    @property
+    def config_key(self) -> str:
+        return "segmentation"
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    def _build(self):
         from .models.care import CAREUNet
 
-        self.params = merge_params(self.DEFAULTS, params, "segmentation")
         if not self.params["classes"] or BACKGROUND in self.params["classes"]:
             raise ValueError(f"segmentation.classes: foreground class names, got {self.params['classes']}")
-        self.device, self.seed = torch.device(device), int(seed)
         self.n_classes = len(self.params["classes"]) + 1
-        self.history: list[dict] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self.net = CAREUNet(**self.params["model"], residual=False, n_channel_out=self.n_classes).to(self.device)
+        self.net = CAREUNet(**self.params["model"], residual=False, n_channel_out=self.n_classes).to(self.device)
 
     @property
     def names(self) -> list[str]:
@@ -129,9 +137,6 @@ class Segmenter:
     def fit(self, volume: np.ndarray, labels: dict[str, np.ndarray], *, checkpoint_path: str | Path,
             progress: bool = True, log=print) -> list[dict]:
         """Train on the isotropic volume and its binary label volumes (resumes from the checkpoint)."""
-        from .models.methods import _digest
-        from .train import train_loop
-
         t = self.params["train"]
         target = class_volume(labels, self.params["classes"])
         share = np.bincount(target.ravel(), minlength=self.n_classes) / target.size
@@ -143,27 +148,19 @@ class Segmenter:
         def loss_fn(batch):
             return F.cross_entropy(self.net(batch[0] * 2 - 1), batch[1], weight=weight)
 
-        meta = {"method": "segmenter", "params": {k: v for k, v in self.params.items() if k != "predict"},
-                "seed": self.seed, "data": _digest(np.asarray(volume, np.float32), target)}
-        result = train_loop(self.net, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"],
-                            checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
-                            device=self.device, seed=self.seed, meta=meta, progress=progress, log=log)
-        self.history = result.history
+        data = (np.asarray(volume, np.float32), target)
+        self.history = self._train(self.net, loss_fn, sampler, data, checkpoint_path, progress, log).history
+        self._fitted = True
         return self.history
 
-    def save(self, path: str | Path) -> None:
-        write_checkpoint(path, method="segmenter", params=self.params, seed=self.seed,
-                         state={"net": self.net.state_dict()}, history=self.history)
+    def _state(self):
+        return {"net": self.net.state_dict()}
 
-    @classmethod
-    def load(cls, path: str | Path, *, device: torch.device) -> "Segmenter":
-        ckpt = read_checkpoint(path)
-        if ckpt["method"] != "segmenter":
-            raise ValueError(f"{path}: holds a {ckpt['method']!r} checkpoint, not a segmenter")
-        model = cls(ckpt["params"], device=device, seed=ckpt["seed"])
-        model.net.load_state_dict(ckpt["state"]["net"])
-        model.history = ckpt["history"]
-        return model
+    def _load_state(self, state):
+        self.net.load_state_dict(state["net"])
+
+    def _restore_fields(self, ckpt):
+        self._fitted = True
 
     @torch.no_grad()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:

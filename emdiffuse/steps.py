@@ -201,7 +201,7 @@ def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[s
 def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:
     """(dataset, method) -> the budget a trained model got (:meth:`Method.budget`, stored in its
     file); the key comes from the workflow's ``results/models/{task}/{dataset}/{method}/model.pt``."""
-    from .models.methods import read_checkpoint, training_budget
+    from .models.lifecycle import read_checkpoint, training_budget
 
     out = {}
     for path in model_paths:

@@ -111,12 +111,11 @@ def sampling_rows(method, subset: dict, settings: list[dict], *, samples: int, s
 
     targets = subset["targets"]
     tiles = torch.from_numpy(np.ascontiguousarray(upsample(subset["inputs"], method.scale, "bilinear")))[:, None]
-    method.params["sample"].update(samples=int(samples), difficulty=False)
 
     def run(setting: dict) -> np.ndarray:
-        method.params["sample"].update(setting)
+        settings = method.predict_settings({**setting, "samples": int(samples), "difficulty": False})
         with torch.inference_mode():
-            out = method.sample_tiles(tiles, torch.Generator().manual_seed(int(seed)))
+            out = method.sample_tiles(tiles, torch.Generator().manual_seed(int(seed)), settings)
         return out[:, 0].clamp(0, 1).cpu().numpy()
 
     run(dict(settings[0], steps=1))  # warm-up
@@ -282,7 +281,7 @@ def ablation_params(method_params: dict, ablation: dict, variant: str) -> dict:
     params = copy.deepcopy(method_params)
     params["train"].update(iterations=int(ablation["iterations"]), patch=int(ablation["patch"]),
                            difficulty_loss=LOSS_VARIANTS[variant])
-    params["sample"]["difficulty"] = LOSS_VARIANTS[variant]
+    params.setdefault("predict", {})["difficulty"] = LOSS_VARIANTS[variant]
     return params
 
 
@@ -406,8 +405,8 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     if subset["targets"].shape[-1] % method.multiple:
         raise ConfigError(f"sampling_study.crop: {subset['targets'].shape[-1]} must be a multiple of {method.multiple}")
     limit = method.diffusion.max_steps(sampler)
-    configured = {**method.params["sample"],
-                  "precision": resolve_precision(method.params["sample"]["precision"], method.device)}
+    configured = {**method.params["predict"],
+                  "precision": resolve_precision(method.params["predict"]["precision"], method.device)}
     settings, skipped = sampling_settings(sampler, study["steps"], limit, configured,
                                           lambda n: method.diffusion.start_alpha_bar(sampler, n))
     rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],

@@ -160,8 +160,8 @@ def describe_budget(method: str, params: dict, trained: dict[str, dict] | None =
                                                          if train["iterations"] else "")
     given = {"batch": train.get("batch_size"), "patch": train.get("patch"), "lr": train.get("lr")}
     text = ", ".join([asked] + [f"{k} {v:g}" for k, v in given.items() if v is not None])  # unset: method default
-    sample = params.get("sample")
-    if sample:
+    sample = params.get("predict") or {}
+    if "sampler" in sample:
         text += f"; sampler {sample['sampler']}, {sample['steps']} steps, K={sample['samples']} samples"
         if sample.get("init", "noise") != "noise":
             start = {"condition": "the condition", "cubic": "the cubic interpolation"}[sample["init"]]

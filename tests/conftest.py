@@ -37,7 +37,7 @@ def tiny_diffusion_model(tmp_path_factory) -> Path:
     params = {
         "model": {"preset": "tiny"},
         "train": {"iterations": 2, "batch_size": 2, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9},
-        "sample": {"sampler": "ddim", "steps": 2, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
+        "predict": {"sampler": "ddim", "steps": 2, "samples": 2, "tile": 32, "overlap": 8, "batch": 2},
     }
     root = tmp_path_factory.mktemp("model")
     x = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)

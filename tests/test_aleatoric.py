@@ -120,7 +120,7 @@ def test_method_trains_with_difficulty_loss_and_predicts_a_difficulty_map(tmp_pa
     inputs = np.clip(targets + rng.normal(0, 0.1, targets.shape), 0, 1).astype(np.float32)
     params = {"model": {"preset": "tiny"}, "train": {"iterations": 3, "batch_size": 2, "patch": 16, "warmup": 1,
                                                      "difficulty_loss": True},
-              "sample": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2, "difficulty": True}}
+              "predict": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2, "difficulty": True}}
     method = build_method("emdiffuse", params, device=torch.device("cpu"), seed=0)
     assert method.diffusion.net.out_channel == 2
     method.fit(inputs, targets, checkpoint_path=tmp_path / "c.pt", progress=False, log=lambda *_: None)
@@ -128,6 +128,6 @@ def test_method_trains_with_difficulty_loss_and_predicts_a_difficulty_map(tmp_pa
     assert set(out) == {"prediction", "uncertainty", "difficulty"}
     assert all(v.shape == (2, 20, 20) and v.dtype == np.float32 for v in out.values())
     assert np.isfinite(out["difficulty"]).all()
-    with pytest.raises(ValueError, match="sample.difficulty: needs train.difficulty_loss"):
+    with pytest.raises(ValueError, match="predict.difficulty: needs train.difficulty_loss"):
         build_method("emdiffuse", {**params, "train": {**params["train"], "difficulty_loss": False}},
                      device=torch.device("cpu"), seed=0)

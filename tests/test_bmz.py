@@ -23,7 +23,7 @@ TINY = {
 
 
 def _diffusion(sampler: str, init: str = "noise") -> dict:
-    return {"model": {"preset": "tiny"}, "sample": {"sampler": sampler, "steps": 4, "samples": 2, "tile": 128,
+    return {"model": {"preset": "tiny"}, "predict": {"sampler": sampler, "steps": 4, "samples": 2, "tile": 128,
                                                     "precision": "fp32", "init": init},
             "train": {"iterations": 2, "warmup": 1, "difficulty_loss": False, "patch": 32, "batch_size": 2}}
 

@@ -30,7 +30,7 @@ def test_shipped_configs_are_valid(repo, name, schema):
     "mutate, words",
     [
         (lambda c: c["methods"]["care"]["train"].update(iteratons=5), ["iteratons", "['methods']['care']['train']"]),
-        (lambda c: c["methods"]["emdiffuse"]["sample"].update(sampler="euler"), ["euler", "sampler"]),
+        (lambda c: c["methods"]["emdiffuse"]["predict"].update(sampler="euler"), ["euler", "sampler"]),
         (lambda c: c["datasets"]["phantom_neuropil"].update(style="kidney"), ["kidney"]),
         (lambda c: c["tasks"]["denoise"]["pairs"].update(dwell_us=[]), ["dwell_us"]),
         (lambda c: c.update(seed=-1), ["seed"]),

@@ -15,7 +15,7 @@ CARE = {"model": {"n_depth": 1, "kern_size": 3, "n_first": 4}, "train": {"iterat
 EMDIFFUSE = {"model": {"preset": "tiny"},
              "train": {"iterations": 4, "batch_size": 4, "patch": 16, "lr": 1e-4, "warmup": 0, "ema_decay": 0.9,
                        "checkpoint_every": 2},
-             "sample": {"steps": 2, "samples": 1, "tile": 32, "overlap": 8}}
+             "predict": {"steps": 2, "samples": 1, "tile": 32, "overlap": 8}}
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Every registered method: params validation, fit, save, load, predict, clear errors."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ TINY = {
         "model": {"preset": "tiny"},
         "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
         "train": {"iterations": 10, "batch_size": 4, "patch": 16, "warmup": 3, "ema_decay": 0.9},
-        "sample": {"sampler": "ddim", "steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
+        "predict": {"sampler": "ddim", "steps": 3, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
     },
     "rcan": {"model": {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
              "train": {"iterations": 10, "batch_size": 4, "patch": 16}, "predict": {"tile": 16, "overlap": 4}},
@@ -76,15 +78,36 @@ def test_emdiffuse_uncertainty_and_seeds(fitted):
 def test_emdiffuse_bf16_prediction_is_close_to_fp32(fitted):
     method, _ = fitted["emdiffuse"]
     inputs = toy_pairs(n=1, size=16)[0]
-    assert method.params["sample"]["precision"] == "auto"  # the default
-    try:
-        method.params["sample"]["precision"] = "bf16"
-        bf16 = method.predict(inputs, seed=1, progress=False)["prediction"]
-        method.params["sample"]["precision"] = "fp32"
-        fp32 = method.predict(inputs, seed=1, progress=False)["prediction"]
-    finally:
-        method.params["sample"]["precision"] = "auto"
+    assert method.params["predict"]["precision"] == "auto"  # the default
+    bf16, fp32 = (method.predict(inputs, seed=1, progress=False, precision=p)["prediction"] for p in ("bf16", "fp32"))
     assert np.abs(bf16 - fp32).mean() < 0.01
+
+
+def test_prediction_overrides_hold_for_one_call_and_are_checked(fitted):
+    """``predict(..., steps=..)`` changes that call only; unknown keys and invalid values are refused
+    with the config key they would have."""
+    method, _ = fitted["emdiffuse"]
+    inputs = toy_pairs(n=1, size=16)[0]
+    before = copy.deepcopy(method.params)
+    one = method.predict(inputs, seed=1, progress=False, steps=1, samples=1)
+    assert "uncertainty" not in one and method.params == before
+    assert np.array_equal(method.predict(inputs, seed=1, progress=False)["prediction"],
+                          method.predict(inputs, seed=1, progress=False, **before["predict"])["prediction"])
+    with pytest.raises(ValueError, match=r"emdiffuse.predict: unknown key\(s\) \['stepz'\]"):
+        method.predict(inputs, seed=1, progress=False, stepz=3)
+    with pytest.raises(ValueError, match="emdiffuse.predict.sampler"):
+        method.predict(inputs, seed=1, progress=False, sampler="euler")
+
+
+def test_the_renamed_sample_block_is_named_in_the_error_and_old_files_still_load(fitted, tmp_path):
+    method, _ = fitted["emdiffuse"]
+    with pytest.raises(ValueError, match="emdiffuse.sample: renamed to emdiffuse.predict"):
+        build_method("emdiffuse", {**TINY["emdiffuse"], "sample": {"steps": 2}}, device=torch.device("cpu"), seed=0)
+    method.save(tmp_path / "m.pt")
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["params"]["sample"] = ckpt["params"].pop("predict")  # as written before the rename
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert load_method(tmp_path / "old.pt", device=torch.device("cpu")).params["predict"] == method.params["predict"]
 
 
 def test_input_method_is_identity_or_cubic_upsampling():
@@ -161,9 +184,9 @@ class Unpicklable:
         ("care", {"train": {"iterations": 1, "normalize": {"pmin": 2}}}, "care.train.normalize: unknown"),
         ("emdiffuse", {**TINY["emdiffuse"], "model": {"preset": "huge"}}, "emdiffuse.model.preset: 'huge'"),
         ("emdiffuse", {**TINY["emdiffuse"], "model": {"width": 3}}, r"emdiffuse.model: unknown key\(s\) \['width'\]"),
-        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"sampler": "euler"}}, "emdiffuse.sample.sampler"),
-        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"precision": "fp16"}}, "emdiffuse.sample.precision"),
-        ("emdiffuse", {**TINY["emdiffuse"], "sample": {"init": "zeros"}}, "emdiffuse.sample.init"),
+        ("emdiffuse", {**TINY["emdiffuse"], "predict": {"sampler": "euler"}}, "emdiffuse.predict.sampler"),
+        ("emdiffuse", {**TINY["emdiffuse"], "predict": {"precision": "fp16"}}, "emdiffuse.predict.precision"),
+        ("emdiffuse", {**TINY["emdiffuse"], "predict": {"init": "zeros"}}, "emdiffuse.predict.init"),
         ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
         ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'emdiffuse_v', 'input', 'pssr', 'rcan'\]"),
     ],
@@ -189,13 +212,11 @@ def test_emdiffuse_condition_init_starts_from_the_degraded_input(fitted, monkeyp
         return original(self, cond, **kw)
 
     monkeypatch.setattr(type(model), "sample", spy)
-    monkeypatch.setitem(method.params["sample"], "init", "condition")
     tiles = torch.rand(2, 1, 16, 16)
-    method.sample_tiles(tiles, torch.Generator().manual_seed(0))
+    method.sample_tiles(tiles, torch.Generator().manual_seed(0), method.predict_settings({"init": "condition"}))
     cond, start = seen[-1]
     assert start is cond and torch.equal(cond, (tiles * 2 - 1).repeat_interleave(2, 0))
-    monkeypatch.setitem(method.params["sample"], "init", "noise")
-    method.sample_tiles(tiles, torch.Generator().manual_seed(0))
+    method.sample_tiles(tiles, torch.Generator().manual_seed(0), method.predict_settings({"init": "noise"}))
     assert seen[-1][1] is None
 
 

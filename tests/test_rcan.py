@@ -7,7 +7,7 @@ import torch
 import yaml
 from test_methods import CPU, QUIET, toy_pairs
 
-from emdiffuse.models import baselines
+from emdiffuse.models import lifecycle
 from emdiffuse.models.registry import build_method, load_method
 from emdiffuse.models.rcan import RCAN, ChannelAttention
 from emdiffuse.train import train_loop
@@ -137,7 +137,7 @@ def fit_killed_at(monkeypatch, name, params, pairs, path, kill_at):
         return train_loop(*args, callback=callback, **kwargs)
 
     with monkeypatch.context() as patch, pytest.raises(Killed):
-        patch.setattr(baselines, "train_loop", loop)
+        patch.setattr(lifecycle, "train_loop", loop)
         build_method(name, params, device=CPU, seed=0).fit(*pairs, checkpoint_path=path, **QUIET)
 
 

@@ -29,7 +29,7 @@ def study_files(tmp_path_factory):
     """A fitted tiny EMDiffuse model, the test pairs and a 2-image, 32-px subset of them."""
     root = tmp_path_factory.mktemp("studies")
     pairs = _pairs()
-    params = {**TINY["emdiffuse"], "sample": {**TINY["emdiffuse"]["sample"], "sampler": "ancestral", "steps": 2,
+    params = {**TINY["emdiffuse"], "predict": {**TINY["emdiffuse"]["predict"], "sampler": "ancestral", "steps": 2,
                                                                 "precision": "bf16"}}
     method = build_method("emdiffuse", params, device=CPU, seed=0)
     method.fit(pairs["inputs"], pairs["targets"], checkpoint_path=root / "ckpt.pt", **QUIET)
@@ -161,16 +161,16 @@ def test_matching_means_worse_by_at_most_the_tolerance():
 
 
 def test_ablation_params_change_only_the_loss_and_the_budget():
-    params = {**TINY["emdiffuse"], "train": dict(TINY["emdiffuse"]["train"]), "sample": dict(TINY["emdiffuse"]["sample"])}
+    params = {**TINY["emdiffuse"], "train": dict(TINY["emdiffuse"]["train"]), "predict": dict(TINY["emdiffuse"]["predict"])}
     ablation = {"iterations": 7, "patch": 8}
     on, off = (studies.ablation_params(params, ablation, v) for v in ("on", "off"))
     assert on["train"]["difficulty_loss"] and not off["train"]["difficulty_loss"]
-    assert on["sample"]["difficulty"] and not off["sample"]["difficulty"]
+    assert on["predict"]["difficulty"] and not off["predict"]["difficulty"]
     for variant in (on, off):
         assert variant["train"]["iterations"] == 7 and variant["train"]["patch"] == 8
         assert variant["model"] == params["model"] and variant["diffusion"] == params["diffusion"]
     strip = lambda p: {**p, "train": {k: v for k, v in p["train"].items() if k != "difficulty_loss"},
-                       "sample": {k: v for k, v in p["sample"].items() if k != "difficulty"}}
+                       "predict": {k: v for k, v in p["predict"].items() if k != "difficulty"}}
     assert strip(on) == strip(off)
     assert "difficulty_loss" not in params["train"]  # the config is not modified
     with pytest.raises(ConfigError, match="variant"):

@@ -67,11 +67,11 @@ def test_markdown_marks_best_and_states_budgets():
 
 def test_describe_budget():
     params = {"train": {"iterations": 5, "batch_size": 2, "patch": 32, "lr": 1e-4},
-              "sample": {"sampler": "ddim", "steps": 20, "samples": 2}, "model": {"preset": "tiny"}}
+              "predict": {"sampler": "ddim", "steps": 20, "samples": 2}, "model": {"preset": "tiny"}}
     text = describe_budget("emdiffuse", params)
     assert "5 iterations" in text and "ddim, 20 steps, K=2" in text and "tiny" in text
     assert "started" not in text and describe_budget("input", {}) == "not learned (reference)"
-    params["sample"]["init"] = "cubic"
+    params["predict"]["init"] = "cubic"
     assert "ddim, 20 steps, K=2 samples, chains started from the cubic interpolation (not official)" in \
         describe_budget("vemdiffuse_i", params)
 

@@ -37,7 +37,7 @@ TINY = {
         "diffusion": {"test_schedule": {"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 100}},
         "train": {"iterations": 6, "batch_size": 4, "patch": 16, "warmup": 2, "ema_decay": 0.9,
                   "checkpoint_every": 2},
-        "sample": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
+        "predict": {"steps": 2, "samples": 2, "tile": 16, "overlap": 4, "batch": 2},
     },
     "rcan": {"model": {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
              "train": {"iterations": 6, "batch_size": 4, "patch": 16, "checkpoint_every": 2},

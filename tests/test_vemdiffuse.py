@@ -91,8 +91,7 @@ def test_chunked_sampling_equals_whole_volume_sampling(fitted, data, chunk):
     results = []
     for c in (chunk, 100):
         m = load_volume_method(fitted[1], device=CPU)
-        m.params["predict"]["chunk"] = c
-        results.append(m.predict(sections, seed=3, progress=False))
+        results.append(m.predict(sections, seed=3, progress=False, chunk=c))
     for key in ("prediction", "uncertainty"):
         np.testing.assert_array_equal(results[0][key], results[1][key])
 
@@ -168,7 +167,7 @@ def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted
     (1 - w / z) * lower + (w / z) * upper (in [-1, 1]); "noise" passes no start."""
     method, path = fitted
     m = load_volume_method(path, device=CPU)
-    m.params["predict"].update(init="condition", sampler="ancestral", tile=64, chunk=100)
+    settings = {"init": "condition", "sampler": "ancestral", "tile": 64, "chunk": 100}
     model, seen = m._sampling_model(), []
     original = type(model).sample
 
@@ -177,14 +176,13 @@ def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted
         return original(self, cond, **kw)
 
     monkeypatch.setattr(type(model), "sample", spy)
-    m.predict(data[1], seed=0, progress=False)
+    m.predict(data[1], seed=0, progress=False, **settings)
     assert seen
     for cond, start in seen:
         weight = (cond[:, 2:] / 3).clamp(0, 1)
         torch.testing.assert_close(start, cond[:, :1] * (1 - weight) + cond[:, 1:2] * weight)
-    m.params["predict"]["init"] = "noise"
     seen.clear()
-    m.predict(data[1], seed=0, progress=False)
+    m.predict(data[1], seed=0, progress=False, **{**settings, "init": "noise"})
     assert all(start is None for _, start in seen)
 
 
@@ -195,7 +193,7 @@ def test_cubic_init_starts_each_slice_from_the_cubic_interpolation_of_the_sectio
 
     method, path = fitted
     m = load_volume_method(path, device=CPU)
-    m.params["predict"].update(init="cubic", tile=64, chunk=100)
+    settings = {"init": "cubic", "tile": 64, "chunk": 100}
     model, starts = m._sampling_model(), []
     original = type(model).sample
 
@@ -205,11 +203,10 @@ def test_cubic_init_starts_each_slice_from_the_cubic_interpolation_of_the_sectio
         return original(self, cond, **kw)
 
     monkeypatch.setattr(type(model), "sample", spy)
-    whole = m.predict(data[1], seed=0, progress=False)
+    whole = m.predict(data[1], seed=0, progress=False, **settings)
     expected = interpolate_z(data[1], 3, output_positions(len(data[1]), 3), "cubic") * 2 - 1
     torch.testing.assert_close(torch.cat(starts), torch.from_numpy(expected), atol=1e-5, rtol=0)
-    m.params["predict"]["chunk"] = 2
-    chunked = m.predict(data[1], seed=0, progress=False)
+    chunked = m.predict(data[1], seed=0, progress=False, **{**settings, "chunk": 2})
     for key in ("prediction", "uncertainty"):
         np.testing.assert_array_equal(whole[key], chunked[key])
 
@@ -219,7 +216,7 @@ def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, da
     are (tile, sample), the same for every slice; "independent" passes none. Seeded either way."""
     method, path = fitted
     m = load_volume_method(path, device=CPU)
-    m.params["predict"].update(z_noise="shared", chunk=100)
+    settings = {"z_noise": "shared", "chunk": 100}
     model, seen = m._sampling_model(), []
     original = type(model).sample
 
@@ -228,17 +225,16 @@ def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, da
         return original(self, cond, **kw)
 
     monkeypatch.setattr(type(model), "sample", spy)
-    a = m.predict(data[1], seed=0, progress=False)
+    a = m.predict(data[1], seed=0, progress=False, **settings)
     samples = m.params["predict"]["samples"]
     for index, groups in seen:
         n = len(torch.unique(index))
         per_tile = groups.reshape(-1, n, samples)
         assert (per_tile == per_tile[:, :1]).all()  # every slice of a (tile, sample) shares its draw
         assert len(torch.unique(groups)) == per_tile.shape[0] * samples
-    np.testing.assert_array_equal(a["prediction"], m.predict(data[1], seed=0, progress=False)["prediction"])
-    m.params["predict"]["z_noise"] = "independent"
+    np.testing.assert_array_equal(a["prediction"], m.predict(data[1], seed=0, progress=False, **settings)["prediction"])
     seen.clear()
-    b = m.predict(data[1], seed=0, progress=False)
+    b = m.predict(data[1], seed=0, progress=False, **{**settings, "z_noise": "independent"})
     assert all(groups is None for _, groups in seen)
     assert not np.array_equal(a["prediction"], b["prediction"])
 
@@ -267,15 +263,14 @@ def test_a_cubic_conditioned_model_trains_and_samples_chunk_invariantly(data, tm
     context per z chunk, so chunking changes nothing (with either start)."""
     params = {**TINY, "model": {"preset": "tiny", "cubic_condition": True}}
     m = build_volume_method("vemdiffuse_i", params, z_factor=3, device=CPU, seed=0)
-    assert m.diffusion.net.in_channel == 5 and m._context() == 1
+    assert m.diffusion.net.in_channel == 5 and m._context(m.params["predict"]) == 1
     m.fit(data[0], checkpoint_path=tmp_path / "c.ckpt", **QUIET)
     m.save(tmp_path / "c.pt")
     for init in ("noise", "cubic"):
         results = []
         for chunk in (2, 100):
             loaded = load_volume_method(tmp_path / "c.pt", device=CPU)
-            loaded.params["predict"].update(chunk=chunk, init=init)
-            results.append(loaded.predict(data[1], seed=0, progress=False))
+            results.append(loaded.predict(data[1], seed=0, progress=False, chunk=chunk, init=init))
         assert results[0]["prediction"].shape == (13, 20, 28)
         for key in ("prediction", "uncertainty"):
             np.testing.assert_array_equal(results[0][key], results[1][key])

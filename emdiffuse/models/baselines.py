@@ -21,7 +21,7 @@ from emdiffuse.models.pssr import PSSRUNet
 from emdiffuse.models.rcan import RCAN
 from emdiffuse.patches import PatchSampler
 from emdiffuse.tiling import tiled_apply
-from emdiffuse.train import ProgressSchedule, train_loop
+from emdiffuse.train import ProgressSchedule
 
 
 class LowResInputMethod(Method):
@@ -78,8 +78,8 @@ class LowResInputMethod(Method):
         self.net.load_state_dict(state["net"])
         self.net.eval()
 
-    def _predict(self, inputs, seed, progress, start):
-        p = self.params["predict"]
+    def _predict(self, inputs, seed, progress, start, settings):
+        p = settings
         tile, overlap = self._input_size(p["tile"], "predict.tile"), p["overlap"] // self.scale
         normalizer = PercentileNormalizer(*self._percentiles()) if self._percentiles() else None
         self.net.eval()
@@ -155,19 +155,15 @@ class RCANMethod(LowResInputMethod):
         return (n["pmin"], n["pmax"]) if self._variant()["percentiles"] else None
 
     def _fit(self, inputs, targets, checkpoint_path, progress, log):
-        t, lr_step = self.params["train"], self._train_value("lr_step")
+        lr_step = self._train_value("lr_step")
         x, y = self._normalized(inputs, targets)
         if self.warm_start is None:  # fine-tuning keeps the trained network and its data mean
             self._new_network()
             if self._variant()["mean_from_data"]:
                 self.net.data_mean.fill_(float(y.mean()))
-        result = train_loop(
-            self.net, lambda batch: F.l1_loss(self.net(batch[0]).float(), batch[1]), self._sampler(x, y),
-            iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
-            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, lr_step, gamma=0.5),
-            checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"], device=self.device,
-            seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets), progress=progress, log=log)
-        return result.history
+        return self._train(self.net, lambda batch: F.l1_loss(self.net(batch[0]).float(), batch[1]),
+                           self._sampler(x, y), (inputs, targets), checkpoint_path, progress, log,
+                           scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, lr_step, gamma=0.5)).history
 
 
 #: with a ``seconds`` budget PSSR's one-cycle is laid out over this many steps of the run's progress
@@ -208,8 +204,8 @@ class PSSRMethod(LowResInputMethod):
         mean, std = self.stats
         return self.net((x - mean) / std) * std + mean
 
-    def _meta(self, inputs, targets):
-        meta = super()._meta(inputs, targets)
+    def _meta(self, *data):
+        meta = super()._meta(*data)
         for key in ("iterations", "seconds"):  # the cycle spans the run: a longer one is another run
             meta["params"]["train"][key] = self.params["train"][key]
         return meta
@@ -228,15 +224,10 @@ class PSSRMethod(LowResInputMethod):
                 div_factor=t["div_factor"], final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
             return cycle if t["seconds"] is None else ProgressSchedule(cycle, steps)
 
-        result = train_loop(
-            self.net, lambda batch: F.mse_loss(self.net(batch[0]).float(), batch[1]),
-            self._sampler((inputs - mean) / std, (targets - mean) / std), iterations=t["iterations"],
-            seconds=t["seconds"], lr=t["max_lr"], optimizer="adamw", betas=(0.9, 0.99),
-            weight_decay=t["weight_decay"],
-            scheduler=one_cycle, checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
-            device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
-            progress=progress, log=log)
-        return result.history
+        return self._train(self.net, lambda batch: F.mse_loss(self.net(batch[0]).float(), batch[1]),
+                           self._sampler((inputs - mean) / std, (targets - mean) / std), (inputs, targets),
+                           checkpoint_path, progress, log, optimizer="adamw", betas=(0.9, 0.99),
+                           weight_decay=t["weight_decay"], scheduler=one_cycle).history
 
     def _state(self):
         return {**super()._state(), "stats": list(self.stats)}

@@ -84,7 +84,7 @@ _EMDIFFUSE = {
         "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
         "difficulty_loss": True, "intensity_augment": 0.0,
     },
-    "sample": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
+    "predict": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
                "precision": "auto", "difficulty": False, "init": "noise"},
 }
 

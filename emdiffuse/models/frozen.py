@@ -189,7 +189,7 @@ def restorer_state(method) -> dict:
 def _frozen_sampler(method, size: int, seed: int) -> torch.jit.ScriptModule:
     from emdiffuse.models.methods import image_seed
 
-    s = method.params["sample"]
+    s = method.params["predict"]
     model = copy.deepcopy(method._sampling_model()).cpu()
     steps = s["steps"]
     # The trace keeps the U-Net's one-noise-level path (one embedding row for the batch): the sampler

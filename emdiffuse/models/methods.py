@@ -13,24 +13,21 @@ official ``Resize``), so training patches and prediction tiles are in target pix
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from emdiffuse import __version__
-from emdiffuse.io import atomic_path
 from emdiffuse.models import catalog
-from emdiffuse.models.catalog import merge_params
 from emdiffuse.models.care import CAREUNet, PercentileNormalizer, normalize_pairs
+from emdiffuse.models.catalog import merge_params
+from emdiffuse.models.lifecycle import Model, state_digest, training_budget
 from emdiffuse.patches import PatchSampler, pair_scale
 from emdiffuse.tiling import tiled_apply
-from emdiffuse.train import train_loop
 
 def upsample(images: np.ndarray, factor: int, mode: str) -> np.ndarray:
     """(N, H, W) -> (N, H*f, W*f) by torch interpolation (pixel centres aligned, no corner pinning)."""
@@ -40,67 +37,9 @@ def upsample(images: np.ndarray, factor: int, mode: str) -> np.ndarray:
     return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)[:, 0].numpy()
 
 
-def _digest(*arrays: np.ndarray) -> str:
-    """Fingerprint of the training data, so a checkpoint is never resumed on other data."""
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def image_seed(seed: int, image: int) -> int:
     """The sampling generator's seed for the ``image``-th image of a prediction with ``seed``."""
     return int(np.random.SeedSequence([seed, image]).generate_state(1)[0])
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a method file written by :meth:`Method.save`; clear errors for missing/foreign files."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such method checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable method checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or not {"method", "params", "state"} <= set(ckpt):
-        raise ValueError(f"{path}: not an emdiffuse method checkpoint (no 'method'/'params'/'state')")
-    return ckpt
-
-
-def write_checkpoint(path: str | Path, **fields) -> None:
-    """Write a method file (atomically) that :func:`read_checkpoint` accepts."""
-    with atomic_path(path) as tmp:
-        torch.save({**fields, "emdiffuse_version": __version__}, tmp)
-
-
-def training_budget(history: list[dict], batch_size: int | None, patch: int | None) -> dict:
-    """Iterations done, training seconds and precision (from a training history), batch size and patch."""
-    last = history[-1] if history else {"iteration": 0, "seconds": 0.0}
-    return {"iterations": int(last["iteration"]), "seconds": float(last["seconds"]),
-            "batch_size": batch_size, "patch": patch, "precision": last.get("precision", "fp32")}
-
-
-def _state_digest(state: Any) -> str:
-    """Fingerprint of a method's weights (nested dicts/lists of tensors and numbers)."""
-    h = hashlib.sha1()
-
-    def visit(obj: Any) -> None:
-        if isinstance(obj, dict):
-            for key in sorted(obj):
-                h.update(str(key).encode())
-                visit(obj[key])
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                visit(item)
-        elif isinstance(obj, torch.Tensor):
-            h.update(str((obj.dtype, tuple(obj.shape))).encode())
-            h.update(obj.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            h.update(repr(obj).encode())
-
-    visit(state)
-    return h.hexdigest()
 
 
 class DiffusionWeights:
@@ -124,14 +63,8 @@ class DiffusionWeights:
         return (self.ema if self.ema is not None else self.diffusion).eval()
 
 
-class Method:
-    """Base class; subclasses set ``name`` and the ``_`` hooks."""
-
-    name: str = ""
-    learned: bool = True
-    DEFAULTS: dict = {}
-    #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
-    lr_key: str = "lr"
+class Method(Model):
+    """Base class of the image-to-image methods; subclasses set ``name`` and the ``_`` hooks."""
 
     def __init_subclass__(cls, **kwargs):
         """A method class with an entry in ``catalog.IMAGE`` takes its settings from there."""
@@ -140,14 +73,15 @@ class Method:
         if entry is not None:
             cls.DEFAULTS, cls.learned, cls.lr_key = entry.defaults, entry.learned, entry.lr_key
 
-    def __init__(self, params: dict, *, device: torch.device, seed: int):
-        self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
-        self.device, self.seed = torch.device(device), int(seed)
+    def __init__(self, params: dict | None, *, device: torch.device, seed: int):
         self.scale: int | None = None  # target/input size ratio, known after fit or load
-        self.history: list[dict] = []
         #: fingerprint of the weights training started from; None = fresh weights (see finetune)
         self.warm_start: str | None = None
-        self._build()
+        super().__init__(params, device=device, seed=seed)
+
+    @property
+    def fitted(self) -> bool:
+        return self.scale is not None
 
     def fit(self, inputs: np.ndarray, targets: np.ndarray, *, checkpoint_path: str | Path,
             progress: bool = True, log: Callable = print) -> list[dict]:
@@ -179,16 +113,10 @@ class Method:
         self.params["train"] = merge_params(self.params["train"], train, f"{self.name}.train")
         self.seed = int(seed)
         self._warm_start()
-        self.warm_start = _state_digest(self._state())
+        self.warm_start = state_digest(self._state())
         inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
         self.history = self._fit(inputs, targets, Path(checkpoint_path), progress, log)
         return self.history
-
-    def save(self, path: str | Path) -> None:
-        self._require_fitted()
-        write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, scale=self.scale,
-                         state=self._state(), history=self.history, budget=self.budget(),
-                         warm_start=self.warm_start)
 
     def budget(self) -> dict:
         """The training budget this method actually got, from its history (so a ``seconds`` budget
@@ -202,65 +130,38 @@ class Method:
         """``params.train[key]`` as used in training (RCAN fills unset values from its variant)."""
         return self.params["train"][key]
 
-    @classmethod
-    def load(cls, path: str | Path, *, device: torch.device) -> "Method":
-        ckpt = read_checkpoint(path)
-        if ckpt["method"] != cls.name:
-            raise ValueError(f"{path}: holds a {ckpt['method']!r} checkpoint, not {cls.name!r}")
-        return cls.from_checkpoint(ckpt, device=device)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, *, device: torch.device) -> "Method":
-        method = cls(ckpt["params"], device=device, seed=ckpt["seed"])
-        method.scale, method.history = ckpt["scale"], ckpt["history"]
-        method.warm_start = ckpt.get("warm_start")
-        method._load_state(ckpt["state"])
-        return method
-
-    def predict(self, inputs: np.ndarray, *, seed: int, progress: bool = True, start: int = 0) -> dict[str, np.ndarray]:
+    def predict(self, inputs: np.ndarray, *, seed: int, progress: bool = True, start: int = 0,
+                **overrides) -> dict[str, np.ndarray]:
         """Restore (N, H, W) inputs in [0, 1]; ``prediction`` is clipped to [0, 1]. ``start``: the
         index of ``inputs[0]`` in a longer stack predicted slab by slab (it keys the sampling seeds,
-        so slabs give what the whole stack gives)."""
+        so slabs give what the whole stack gives). ``overrides``: ``predict`` settings for this call
+        (``steps=50``, ``tile=512``, ...)."""
         self._require_fitted()
         if inputs.ndim != 3:
             raise ValueError(f"{self.name}: predict expects (N, H, W) inputs, got shape {inputs.shape}")
-        out = self._predict(np.asarray(inputs, np.float32), seed, progress, start)
+        settings = self.predict_settings(overrides)
+        out = self._predict(np.asarray(inputs, np.float32), seed, progress, start, settings)
         out["prediction"] = np.clip(out["prediction"], 0.0, 1.0).astype(np.float32)
         return out
 
-    def _require_fitted(self) -> None:
-        if self.scale is None:
-            raise RuntimeError(f"{self.name}: call fit() or load a checkpoint first")
+    def _run_fields(self) -> dict:
+        return {} if self.warm_start is None else {"warm_start": self.warm_start}
 
-    def _meta(self, inputs: np.ndarray, targets: np.ndarray) -> dict:
-        """What a training checkpoint must match to be resumed: everything that shapes training
-        except its length, so raising ``train.iterations`` (or ``train.seconds``) continues a
-        finished run."""
-        params = {k: v for k, v in self.params.items() if k not in ("predict", "sample")}
-        params["train"] = {k: v for k, v in params["train"].items()
-                           if k not in ("iterations", "seconds", "checkpoint_every")}
-        meta = {"method": self.name, "params": params, "seed": self.seed, "data": _digest(inputs, targets)}
-        if self.warm_start is not None:
-            meta["warm_start"] = self.warm_start
-        return meta
+    def _checkpoint_fields(self) -> dict:
+        return {"scale": self.scale, "budget": self.budget(), "warm_start": self.warm_start}
+
+    def _restore_fields(self, ckpt: dict) -> None:
+        self.scale, self.warm_start = ckpt["scale"], ckpt.get("warm_start")
 
     # hooks
-    def _build(self) -> None:
-        """Create networks from ``self.params``."""
-
     def _warm_start(self) -> None:
         """Before fine-tuning: make the trained weights the ones prediction uses (e.g. the EMA)."""
 
     def _fit(self, inputs, targets, checkpoint_path: Path, progress: bool, log) -> list[dict]:
         return []
 
-    def _state(self) -> dict:
-        return {}
-
-    def _load_state(self, state: dict) -> None:
-        """Restore what :meth:`_state` returned."""
-
-    def _predict(self, inputs: np.ndarray, seed: int, progress: bool, start: int) -> dict[str, np.ndarray]:
+    def _predict(self, inputs: np.ndarray, seed: int, progress: bool, start: int,
+                 settings: dict) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -271,7 +172,7 @@ class InputMethod(Method):
 
     name = "input"
 
-    def _predict(self, inputs, seed, progress, start):
+    def _predict(self, inputs, seed, progress, start, settings):
         if self.scale == 1:
             return {"prediction": inputs}
         zoom = (1, self.scale, self.scale)
@@ -301,12 +202,8 @@ class CAREMethod(Method):
         def loss_fn(batch):
             return F.l1_loss(self.net(batch[0]).float(), batch[1])
 
-        result = train_loop(
-            self.net, loss_fn, sampler, iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"], adam_eps=1e-7,
-            plateau=self._plateau(), checkpoint_path=checkpoint_path,
-            checkpoint_every=t["checkpoint_every"], device=self.device, seed=self.seed, amp=t["amp"],
-            meta=self._meta(inputs, targets), progress=progress, log=log)
-        return result.history
+        return self._train(self.net, loss_fn, sampler, (inputs, targets), checkpoint_path, progress, log,
+                           adam_eps=1e-7, plateau=self._plateau()).history
 
     def _plateau(self) -> dict:
         """Keras ReduceLROnPlateau semantics: absolute min_delta 1e-4, and it reduces on the
@@ -321,8 +218,8 @@ class CAREMethod(Method):
     def _load_state(self, state):
         self.net.load_state_dict(state["net"])
 
-    def _predict(self, inputs, seed, progress, start):
-        p = self.params["predict"]
+    def _predict(self, inputs, seed, progress, start, settings):
+        p = settings
         normalizer = PercentileNormalizer(p["pmin"], p["pmax"])
         self.net.eval()
         preds = []
@@ -358,32 +255,34 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     unbiased std (``torch.std``, as the official ``test()``) in [0, 1] intensity units, i.e. the
     std of the network's [-1, 1] outputs divided by 2 (omitted when K = 1). Sampling uses the
     EMA weights (the official test script uses the raw weights; set ``ema_decay: null`` for that).
-    ``sample.batch`` tiles go through the sampler together, i.e. a network batch of batch x samples.
+    ``predict.batch`` tiles go through the sampler together, i.e. a network batch of batch x samples.
 
     ``train.difficulty_loss``: the paper's difficulty-aware (aleatoric) loss instead of plain MSE
     (:func:`~emdiffuse.models.diffusion.aleatoric_loss`); the U-Net gets a second, zero-initialised
-    output channel, a per-pixel log-scale s. ``sample.difficulty`` then adds the output
+    output channel, a per-pixel log-scale s. ``predict.difficulty`` then adds the output
     ``difficulty``: s averaged over five noise levels, on the K samples (log of the predicted noise
-    error scale; higher = harder). ``sample.precision``: "bf16" runs the network in bfloat16
+    error scale; higher = harder). ``predict.precision``: "bf16" runs the network in bfloat16
     autocast on channels-last tensors (sampler state float32), "fp32" is the exact path, "auto"
     (default) is bf16 where that is faster (CUDA, CPUs with AMX or AVX512-BF16), else fp32.
     """
 
     name = "emdiffuse"
 
+    def _check_predict(self, settings):
+        from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS
+
+        where = f"{self.config_key}.predict"
+        for key, allowed in (("sampler", SAMPLERS), ("precision", PRECISIONS), ("init", INITS)):
+            if settings[key] not in allowed:
+                raise ValueError(f"{where}.{key}: {settings[key]!r} is not one of {allowed}")
+        if settings["difficulty"] and not self.params["train"]["difficulty_loss"]:
+            raise ValueError(f"{where}.difficulty: needs train.difficulty_loss: true")
+
     def _build(self):
-        from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS, ConditionalDiffusion
+        from emdiffuse.models.diffusion import ConditionalDiffusion
         from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
-        s, aleatoric = self.params["sample"], bool(self.params["train"]["difficulty_loss"])
-        if s["sampler"] not in SAMPLERS:
-            raise ValueError(f"emdiffuse.sample.sampler: {s['sampler']!r} is not one of {SAMPLERS}")
-        if s["precision"] not in PRECISIONS:
-            raise ValueError(f"emdiffuse.sample.precision: {s['precision']!r} is not one of {PRECISIONS}")
-        if s["difficulty"] and not aleatoric:
-            raise ValueError("emdiffuse.sample.difficulty: needs train.difficulty_loss: true")
-        if s["init"] not in INITS:
-            raise ValueError(f"emdiffuse.sample.init: {s['init']!r} is not one of {INITS}")
+        aleatoric = bool(self.params["train"]["difficulty_loss"])
         overrides = dict(self.params["model"])
         preset = overrides.pop("preset", "official")
         if preset not in PRESETS:
@@ -416,12 +315,8 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             cond, target = intensity_augmented(batch[0], batch[1], augment) if augment else batch[:2]
             return self.diffusion.loss(cond * 2 - 1, target * 2 - 1)
 
-        result = train_loop(
-            self.diffusion, loss_fn, sampler, iterations=t["iterations"], seconds=t["seconds"], lr=t["lr"],
-            warmup=t["warmup"],
-            ema_decay=t["ema_decay"], checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
-            device=self.device, seed=self.seed, amp=t["amp"], meta=self._meta(inputs, targets),
-            progress=progress, log=log)
+        result = self._train(self.diffusion, loss_fn, sampler, (inputs, targets), checkpoint_path, progress, log,
+                             warmup=t["warmup"], ema_decay=t["ema_decay"])
         self.ema = result.ema_model
         return result.history
 
@@ -432,11 +327,12 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             self.diffusion.load_state_dict(self.ema.state_dict())
             self.ema = None
 
-    def sample_tiles(self, tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample_tiles(self, tiles: torch.Tensor, generator: torch.Generator, settings: dict | None = None) -> torch.Tensor:
         """K samples of each (B, 1, h, w) condition tile in [0, 1] (on the target grid), drawn in one
-        batch with the ``sample`` settings: (B, C, h, w) with C = mean, std over the K samples
-        (zero when K = 1) and, with ``sample.difficulty``, the mean difficulty map."""
-        s = self.params["sample"]
+        batch with the ``predict`` settings (``settings``: those of one call, see ``predict_settings``):
+        (B, C, h, w) with C = mean, std over the K samples (zero when K = 1) and, with
+        ``predict.difficulty``, the mean difficulty map."""
+        s = settings if settings is not None else self.params["predict"]
         model = self._sampling_model()
         k = int(s["samples"])
         cond = (tiles.to(self.device) * 2 - 1).repeat_interleave(k, 0)
@@ -449,8 +345,8 @@ class EMDiffuseMethod(DiffusionWeights, Method):
         spread = maps[0].std(1) if k > 1 else torch.zeros_like(maps[0][:, 0])
         return torch.stack([maps[0].mean(1), spread, *(m.mean(1) for m in maps[1:])], 1)
 
-    def _predict(self, inputs, seed, progress, start):
-        s = self.params["sample"]
+    def _predict(self, inputs, seed, progress, start, settings):
+        s = settings
         outputs = []
         for i, image in enumerate(inputs):
             # One CPU generator per image (an image's output does not depend on which others are
@@ -458,7 +354,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
             # seed gives the same noise on every device.
             generator = torch.Generator().manual_seed(image_seed(seed, start + i))
             cond = upsample(image[None], self.scale, "bilinear")[0]
-            outputs.append(tiled_apply(lambda tiles, g=generator: self.sample_tiles(tiles, g), cond, tile=s["tile"],
+            outputs.append(tiled_apply(lambda tiles, g=generator: self.sample_tiles(tiles, g, s), cond, tile=s["tile"],
                                        overlap=s["overlap"], batch=s["batch"], multiple=self.multiple,
                                        progress=progress))
         out = np.stack(outputs).astype(np.float32)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from emdiffuse.models import catalog
-from emdiffuse.models.methods import Method, read_checkpoint
+from emdiffuse.models.lifecycle import read_checkpoint
+from emdiffuse.models.methods import Method
 
 
 def method_class(name: str, where: str = "method") -> type[Method]:

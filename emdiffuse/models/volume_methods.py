@@ -20,21 +20,17 @@ import torch
 
 from emdiffuse.data.degrade import anisotropic
 from emdiffuse.models import catalog
-from emdiffuse.models.catalog import merge_params
-from emdiffuse.models.methods import DiffusionWeights, _digest, read_checkpoint, write_checkpoint
-from emdiffuse.train import train_loop
+from emdiffuse.models.lifecycle import Model, read_checkpoint
+from emdiffuse.models.methods import DiffusionWeights
 from emdiffuse.volumes import (BlockSampler, interpolate_z, iter_chunks, output_positions, stitch,
                                tiled_stack_apply)
 
 
-class VolumeMethod:
-    """Base class; subclasses set ``name`` and the hooks."""
+class VolumeMethod(Model):
+    """Base class of the volume methods; subclasses set ``name`` and the hooks."""
 
-    name: str = ""
-    learned: bool = True
     #: what ``fit`` learns from (``catalog.Entry.training_data``)
     training_data: str | None = "isotropic"
-    DEFAULTS: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         """A volume method class with an entry in ``catalog.VOLUME`` takes its settings from there."""
@@ -44,15 +40,15 @@ class VolumeMethod:
             cls.DEFAULTS, cls.learned, cls.training_data = entry.defaults, entry.learned, entry.training_data
 
     def __init__(self, params: dict | None, *, z_factor: int, device: torch.device, seed: int):
-        self.params = merge_params(self.DEFAULTS, params if params is not None else {}, self.name)
         if not isinstance(z_factor, (int, np.integer)) or z_factor < 2:
             raise ValueError(f"{self.name}: z_factor must be an int >= 2, got {z_factor!r}")
-        self.z_factor, self.device, self.seed = int(z_factor), torch.device(device), int(seed)
-        self.fitted = not self.learned
-        self.history: list[dict] = []
-        with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights, globally side-effect free
-            torch.manual_seed(self.seed)
-            self._build()
+        self.z_factor = int(z_factor)
+        self._fitted = not self.learned
+        super().__init__(params, device=device, seed=seed)
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
 
     def fit(self, volume: np.ndarray, *, checkpoint_path: str | Path, progress: bool = True,
             log: Callable = print) -> list[dict]:
@@ -60,35 +56,17 @@ class VolumeMethod:
         volume = _as_volume(volume, f"{self.name}.fit")
         if self.learned:
             self.history = self._fit(volume, Path(checkpoint_path), progress, log)
-        self.fitted = True
+        self._fitted = True
         return self.history
 
-    def save(self, path: str | Path) -> None:
-        self._require_fitted()
-        write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, z_factor=self.z_factor,
-                         state=self._state(), history=self.history)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: torch.device) -> "VolumeMethod":
-        ckpt = read_checkpoint(path)
-        if ckpt["method"] != cls.name or "z_factor" not in ckpt:
-            raise ValueError(f"{path}: holds a {ckpt['method']!r} checkpoint, not a {cls.name!r} volume method")
-        return cls.from_checkpoint(ckpt, device=device)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, *, device: torch.device) -> "VolumeMethod":
-        method = cls(ckpt["params"], z_factor=ckpt["z_factor"], device=device, seed=ckpt["seed"])
-        method.history, method.fitted = ckpt["history"], True
-        method._load_state(ckpt["state"])
-        return method
-
-    def predict(self, anisotropic: np.ndarray, *, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
-        """Reconstruct (Z, y, x) sections in [0, 1] onto ``output_positions(Z, z_factor)``; clipped to [0, 1]."""
+    def predict(self, anisotropic: np.ndarray, *, seed: int, progress: bool = True, **overrides) -> dict[str, np.ndarray]:
+        """Reconstruct (Z, y, x) sections in [0, 1] onto ``output_positions(Z, z_factor)``; clipped to
+        [0, 1]. ``overrides``: ``predict`` settings for this call (``steps=10``, ``chunk=4``, ...)."""
         return stitch(self.predict_chunks(_as_volume(anisotropic, f"{self.name}.predict"), seed=seed,
-                                          progress=progress))
+                                          progress=progress, **overrides))
 
     def predict_chunks(self, sections, *, seed: int, progress: bool = True, transform=None,
-                       runs: range | None = None):
+                       runs: range | None = None, **overrides):
         """:meth:`predict` one z chunk (``predict.chunk`` sections) at a time: yields (index of the
         chunk's first output slice, its outputs). ``sections`` may be lazy (only a chunk's sections
         are read) and ``transform`` maps what is read to [0, 1] float32, so that a volume larger
@@ -98,52 +76,44 @@ class VolumeMethod:
         if len(sections.shape) != 3:
             raise ValueError(f"{self.name}.predict: expected a (z, y, x) volume, got shape {tuple(sections.shape)}")
         output_positions(len(sections), self.z_factor)  # validates the depth
+        settings = self.predict_settings(overrides)
 
         def chunk_fn(sub, start: int) -> dict[str, np.ndarray]:
             sub = transform(sub) if transform is not None else sub
-            return self._predict(_as_volume(sub, f"{self.name}.predict"), start, int(seed), progress)
+            return self._predict(_as_volume(sub, f"{self.name}.predict"), start, int(seed), progress, settings)
 
-        for first, out in iter_chunks(chunk_fn, sections, self.params["predict"]["chunk"], self.z_factor,
-                                      self._context(), progress, runs):
+        for first, out in iter_chunks(chunk_fn, sections, settings["chunk"], self.z_factor,
+                                      self._context(settings), progress, runs):
             out["prediction"] = np.clip(out["prediction"], 0.0, 1.0)
             yield first, {k: v.astype(np.float32) for k, v in out.items()}
 
-    def _require_fitted(self) -> None:
-        if not self.fitted:
-            raise RuntimeError(f"{self.name}: call fit() or load a checkpoint first")
+    @classmethod
+    def _holds(cls, ckpt: dict) -> bool:
+        return "z_factor" in ckpt
 
-    def _train(self, model: torch.nn.Module, loss_fn, sampler: BlockSampler, volume: np.ndarray,
-               checkpoint_path: Path, progress: bool, log, **options):
-        """``train_loop`` with the shared settings; a checkpoint resumes only for the same run:
-        everything that shapes training except its length must match."""
-        t = self.params["train"]
-        params = {k: v for k, v in self.params.items() if k != "predict"}
-        params["train"] = {k: v for k, v in t.items() if k not in ("iterations", "checkpoint_every")}
-        meta = {"method": self.name, "params": params, "seed": self.seed, "z_factor": self.z_factor,
-                "data": _digest(volume)}
-        return train_loop(model, loss_fn, sampler, iterations=t["iterations"], lr=t["lr"],
-                          checkpoint_path=checkpoint_path, checkpoint_every=t["checkpoint_every"],
-                          device=self.device, seed=self.seed, amp=t["amp"], meta=meta, progress=progress, log=log,
-                          **options)
+    @classmethod
+    def _init_fields(cls, ckpt: dict) -> dict:
+        return {"z_factor": ckpt["z_factor"]}
+
+    def _checkpoint_fields(self) -> dict:
+        return {"z_factor": self.z_factor}
+
+    def _restore_fields(self, ckpt: dict) -> None:
+        self._fitted = True
+
+    def _run_fields(self) -> dict:
+        return {"z_factor": self.z_factor}
 
     # hooks
-    def _build(self) -> None:
-        """Create networks from ``self.params``."""
-
     def _fit(self, volume: np.ndarray, checkpoint_path: Path, progress: bool, log) -> list[dict]:
         return []
 
-    def _state(self) -> dict:
-        return {}
-
-    def _load_state(self, state: dict) -> None:
-        """Restore what :meth:`_state` returned."""
-
-    def _context(self) -> int:
+    def _context(self, settings: dict) -> int:
         """Sections of context each side of a z chunk."""
         return 0
 
-    def _predict(self, sections: np.ndarray, start: int, seed: int, progress: bool) -> dict[str, np.ndarray]:
+    def _predict(self, sections: np.ndarray, start: int, seed: int, progress: bool,
+                 settings: dict) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -159,7 +129,7 @@ class LinearMethod(VolumeMethod):
 
     name = "linear"
 
-    def _predict(self, sections, start, seed, progress):
+    def _predict(self, sections, start, seed, progress, settings):
         positions = output_positions(len(sections), self.z_factor)
         return {"prediction": interpolate_z(sections, self.z_factor, positions, self.name)}
 
@@ -169,7 +139,7 @@ class CubicMethod(LinearMethod):
 
     name = "cubic"
 
-    def _context(self):
+    def _context(self, settings):
         return 1
 
 
@@ -208,7 +178,7 @@ class SRUNet3DMethod(VolumeMethod):
             x, y, ref = (b * 2 - 1 for b in batch)
             return cubic_weighted_mse(self.net(x).float(), y, ref)
 
-        return self._train(self.net, loss_fn, sampler, volume, checkpoint_path, progress, log).history
+        return self._train(self.net, loss_fn, sampler, (volume,), checkpoint_path, progress, log).history
 
     def _state(self):
         return {"net": self.net.state_dict()}
@@ -216,11 +186,11 @@ class SRUNet3DMethod(VolumeMethod):
     def _load_state(self, state):
         self.net.load_state_dict(state["net"])
 
-    def _context(self):
-        return self.params["predict"]["context"]
+    def _context(self, settings):
+        return settings["context"]
 
-    def _predict(self, sections, start, seed, progress):
-        p = self.params["predict"]
+    def _predict(self, sections, start, seed, progress, settings):
+        p = settings
         self.net.eval()
 
         def fn(tiles):  # (B, n, th, tw) sections -> (B, n*z, th, tw) slices
@@ -241,18 +211,18 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
 
     name = "vemdiffuse_i"
 
-    def _build(self):
-        from emdiffuse.models.diffusion import SAMPLERS, ConditionalDiffusion
-        from emdiffuse.models.vemdiffuse import INITS, Z_NOISE, IndexedUNet, unet_kwargs
+    def _check_predict(self, settings):
+        from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS
+        from emdiffuse.models.vemdiffuse import INITS, Z_NOISE
 
-        if self.params["predict"]["sampler"] not in SAMPLERS:
-            raise ValueError(f"{self.name}.predict.sampler: {self.params['predict']['sampler']!r} "
-                             f"is not one of {SAMPLERS}")
-        if self.params["predict"]["init"] not in INITS:
-            raise ValueError(f"{self.name}.predict.init: {self.params['predict']['init']!r} is not one of {INITS}")
-        if self.params["predict"]["z_noise"] not in Z_NOISE:
-            raise ValueError(f"{self.name}.predict.z_noise: {self.params['predict']['z_noise']!r} "
-                             f"is not one of {Z_NOISE}")
+        for key, allowed in (("sampler", SAMPLERS), ("precision", PRECISIONS), ("init", INITS), ("z_noise", Z_NOISE)):
+            if settings[key] not in allowed:
+                raise ValueError(f"{self.name}.predict.{key}: {settings[key]!r} is not one of {allowed}")
+
+    def _build(self):
+        from emdiffuse.models.diffusion import ConditionalDiffusion
+        from emdiffuse.models.vemdiffuse import IndexedUNet, unet_kwargs
+
         model = dict(self.params["model"])
         self.cubic_condition = bool(model.pop("cubic_condition", False))
         kwargs = unet_kwargs(model, f"{self.name}.model")
@@ -285,19 +255,19 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         def loss_fn(batch):
             return self.diffusion.loss(condition(batch[0]), batch[1] * 2 - 1)
 
-        result = self._train(self.diffusion, loss_fn, sampler, stack, checkpoint_path, progress, log,
+        result = self._train(self.diffusion, loss_fn, sampler, (stack,), checkpoint_path, progress, log,
                              warmup=t["warmup"], ema_decay=t["ema_decay"])
         self.ema = result.ema_model
         return result.history
 
-    def _context(self):
+    def _context(self, settings):
         # the cubic start and the cubic condition read a section each side
-        return int(self.params["predict"]["init"] == "cubic" or self.cubic_condition)
+        return int(settings["init"] == "cubic" or self.cubic_condition)
 
-    def _predict(self, sections, start, seed, progress):
+    def _predict(self, sections, start, seed, progress, settings):
         from emdiffuse.models.vemdiffuse import sample_between
 
-        p = self.params["predict"]
+        p = settings
         model = self._sampling_model()
         out = sample_between(model, sections, start, self.z_factor, seed=seed, sampler=p["sampler"],
                              steps=p["steps"], samples=p["samples"], tile=p["tile"], overlap=p["overlap"],

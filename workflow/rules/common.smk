@@ -209,7 +209,7 @@ def train_gpus(wildcards):
 
 def is_sampled(method):
     """Does the image method draw K samples (an uncertainty map, so a reliability calibration)?"""
-    return "sample" in IMAGE[method].defaults
+    return "samples" in IMAGE[method].defaults.get("predict", {})
 
 
 # --- transfer learning from one image pair (rules/transfer.smk; logic in emdiffuse/transfer.py) ---
