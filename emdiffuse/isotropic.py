@@ -267,10 +267,9 @@ def train_volume(method: str, params: dict, z_factor: int, volume_path: str, see
     volume, _ = read_volume(volume_path)
     model = build_volume_method(method, {**params, "predict": predict or {}}, z_factor=z_factor,
                                 device=pick_device(), seed=seed)
-    history = model.fit(volume, checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
+    model.fit(volume, checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
     model.save(model_path)
-    with atomic_path(history_path) as tmp:
-        pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+    model.write_history(history_path)
 
 
 def load_for_prediction(method: str, params: dict, z_factor: int, model_path: str | None, seed: int):

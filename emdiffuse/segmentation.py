@@ -203,11 +203,10 @@ def train_segmenter(params: dict, volume_path: str, labels_path: str, seed: int,
     seed_everything(seed)
     volume, _ = read_volume(volume_path)
     model = Segmenter(params, device=pick_device(), seed=seed)
-    history = model.fit(volume, load_npz(labels_path), checkpoint_path=Path(model_path).with_name("checkpoint.pt"),
-                        progress=progress)
+    model.fit(volume, load_npz(labels_path), checkpoint_path=Path(model_path).with_name("checkpoint.pt"),
+              progress=progress)
     model.save(model_path)
-    with atomic_path(history_path) as tmp:
-        pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+    model.write_history(history_path)
 
 
 def score_rows(dataset: str, volumes: dict[str, np.ndarray], reference: np.ndarray, names: list[str]) -> pd.DataFrame:

@@ -111,7 +111,6 @@ def _train_rank(rank: int, devices: int, method: str, params: dict, pairs_path: 
     import torch
 
     from .device import pick_device, seed_everything, set_threads
-    from .io import atomic_path
     from .models.registry import build_method
 
     set_threads(threads)
@@ -119,12 +118,11 @@ def _train_rank(rank: int, devices: int, method: str, params: dict, pairs_path: 
     device = pick_device() if devices == 1 else torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     model = build_method(method, params, device=device, seed=seed)
-    history = model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"),
-                        progress=progress)
+    model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"),
+              progress=progress)
     if rank == 0:
         model.save(model_path)
-        with atomic_path(history_path) as tmp:
-            pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+        model.write_history(history_path)
 
 
 def predict(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,

@@ -193,7 +193,6 @@ def finetune(model_path: str, pairs_path: str, train: dict, seed: int, out_model
              factor: int = 1, threads: int | None = None, progress: bool = True) -> None:
     """Fine-tune a trained method on the pairs of ``pairs_path`` (resumable like ``steps.train``)."""
     from .device import pick_device, seed_everything, set_threads
-    from .io import atomic_path
     from .models.registry import load_method
     from .pairs import check_pairing
 
@@ -202,11 +201,10 @@ def finetune(model_path: str, pairs_path: str, train: dict, seed: int, out_model
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     check_pairing(pairs["inputs"], pairs["targets"], factor, str(pairs_path))
     model = load_method(model_path, device=pick_device())
-    history = model.finetune(pairs["inputs"], pairs["targets"], train=train, seed=seed,
-                             checkpoint_path=Path(out_model).with_name("checkpoint.pt"), progress=progress)
+    model.finetune(pairs["inputs"], pairs["targets"], train=train, seed=seed,
+                   checkpoint_path=Path(out_model).with_name("checkpoint.pt"), progress=progress)
     model.save(out_model)
-    with atomic_path(out_history) as tmp:
-        pd.DataFrame(history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+    model.write_history(out_history)
 
 
 def prediction_inputs(named: dict[str, str]) -> dict[tuple[str, str], str]:

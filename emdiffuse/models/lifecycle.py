@@ -171,6 +171,13 @@ class Model:
         write_checkpoint(path, method=self.name, params=self.params, seed=self.seed, state=self._state(),
                          history=self.history, **self._checkpoint_fields())
 
+    def write_history(self, path: str | Path) -> None:
+        """The training loss history as CSV (iteration, loss, lr, seconds), written atomically."""
+        import pandas as pd
+
+        with atomic_path(path) as tmp:
+            pd.DataFrame(self.history, columns=["iteration", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device) -> "Model":
         ckpt = read_checkpoint(path)
