@@ -5,9 +5,11 @@ seeded sampler and trains on its share (``batch[rank::world]``), and the gradien
 across processes before every optimiser step (what DistributedDataParallel does, done explicitly
 because a method's loss calls its networks directly). The run therefore follows single-device
 training on the global batch up to float rounding and the diffusion noise, which each process draws
-from its own stream. Loss and elapsed time are averaged across processes, so every process takes
-the same scheduler and deadline decisions. Rank 0 alone writes checkpoints (with every rank's random
-state, so a killed run resumes exactly), the model file and the history.
+from its own stream, and up to losses with batch-wide statistics, which each process takes over its
+share (SR-UNet's cubic weighting divides by the batch's largest error). Loss and elapsed time are
+averaged across processes, so every process takes the same scheduler and deadline decisions. Rank 0
+alone writes checkpoints (with every rank's random state, so a killed run resumes exactly), the model
+file and the history.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def run(fn, devices: int, *args) -> None:
+    """``fn(rank, devices, *args)``: in this process for one device, else in :func:`spawn`'s processes."""
+    if devices > 1:
+        spawn(fn, devices, *args)
+    else:
+        fn(0, 1, *args)
+
+
+def rank_device(rank: int, devices: int) -> torch.device:
+    """The device process ``rank`` of ``devices`` trains on (one device: the usual pick)."""
+    from .device import pick_device
+
+    if devices == 1:
+        return pick_device()
+    return torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
 
 
 def spawn(fn, devices: int, *args) -> None:

@@ -253,23 +253,34 @@ def make_volume_pairs(volume_path: str, labels_path: str | None, *, z_factor: in
 
 def train_volume(method: str, params: dict, z_factor: int, volume_path: str, seed: int, model_path: str,
                  history_path: str, *, predict: dict | None = None, threads: int | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, devices: int = 1) -> None:
     """Fit a learned volume method on its one training file (isotropic volume or the test sections);
     checkpoints go beside the model so a killed run resumes. ``predict``: the config's prediction
     settings, stored in the model file so that ``emdiffuse predict`` samples as the benchmark did
-    (not a training dependency: the workflow passes them outside the rule's params)."""
-    from .device import pick_device, seed_everything, set_threads
+    (not a training dependency: the workflow passes them outside the rule's params). ``devices`` > 1:
+    data-parallel over that many GPUs (:mod:`emdiffuse.distributed`; gloo processes without CUDA)."""
+    from .distributed import run
+
+    run(_train_volume_rank, devices, method, {**params, "predict": predict or {}}, z_factor, volume_path, seed,
+        model_path, history_path, threads, progress)
+
+
+def _train_volume_rank(rank: int, devices: int, method: str, params: dict, z_factor: int, volume_path: str,
+                       seed: int, model_path: str, history_path: str, threads: int | None, progress: bool) -> None:
+    """One process of :func:`train_volume` (the only one on one device); rank 0 writes the outputs."""
+    from .device import seed_everything, set_threads
+    from .distributed import rank_device
     from .models.volume_methods import build_volume_method
     from .volumes import read_volume
 
     set_threads(threads)
     seed_everything(seed)
     volume, _ = read_volume(volume_path)
-    model = build_volume_method(method, {**params, "predict": predict or {}}, z_factor=z_factor,
-                                device=pick_device(), seed=seed)
+    model = build_volume_method(method, params, z_factor=z_factor, device=rank_device(rank, devices), seed=seed)
     model.fit(volume, checkpoint_path=Path(model_path).with_name("checkpoint.pt"), progress=progress)
-    model.save(model_path)
-    model.write_history(history_path)
+    if rank == 0:
+        model.save(model_path)
+        model.write_history(history_path)
 
 
 def load_for_prediction(method: str, params: dict, z_factor: int, model_path: str | None, seed: int):

@@ -96,26 +96,21 @@ def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str
 
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     check_pairing(pairs["inputs"], pairs["targets"], factor, str(pairs_path))
-    args = (method, params, pairs_path, seed, model_path, history_path, threads, progress)
-    if devices > 1:
-        from .distributed import spawn
+    from .distributed import run
 
-        spawn(_train_rank, devices, *args)
-    else:
-        _train_rank(0, 1, *args)
+    run(_train_rank, devices, method, params, pairs_path, seed, model_path, history_path, threads, progress)
 
 
 def _train_rank(rank: int, devices: int, method: str, params: dict, pairs_path: str, seed: int, model_path: str,
                 history_path: str, threads: int | None, progress: bool) -> None:
     """One process of :func:`train` (the only one on one device); rank 0 writes the outputs."""
-    import torch
-
-    from .device import pick_device, seed_everything, set_threads
+    from .device import seed_everything, set_threads
+    from .distributed import rank_device
     from .models.registry import build_method
 
     set_threads(threads)
     seed_everything(seed)
-    device = pick_device() if devices == 1 else torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
+    device = rank_device(rank, devices)
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
     model = build_method(method, params, device=device, seed=seed)
     model.fit(pairs["inputs"], pairs["targets"], checkpoint_path=Path(model_path).with_name("checkpoint.pt"),

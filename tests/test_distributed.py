@@ -59,3 +59,45 @@ def test_a_killed_two_process_run_resumes_exactly(tmp_path, pairs):
     b = load_method(resumed / "model.pt", device=torch.device("cpu")).diffusion.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len(pd.read_csv(resumed / "history.csv")) == 4
+
+
+VEMDIFFUSE = {"model": {"preset": "tiny"},
+              "train": {"iterations": 4, "batch_size": 2, "patch": 16, "checkpoint_every": 2}}
+
+
+@pytest.fixture
+def volume(tmp_path):
+    from emdiffuse.volumes import write_volume
+
+    path = tmp_path / "train.tif"
+    write_volume(path, np.random.default_rng(1).random((12, 24, 24)).astype(np.float32), (8.0, 8.0, 8.0))
+    return path
+
+
+def run_volume(tmp_path, name, method, params, volume, devices):
+    from emdiffuse.isotropic import train_volume
+
+    out = tmp_path / name
+    out.mkdir(exist_ok=True)
+    train_volume(method, params, 2, str(volume), 3, str(out / "model.pt"), str(out / "history.csv"), threads=1,
+                 progress=False, devices=devices)
+    return out
+
+
+def volume_state(path):
+    from emdiffuse.models.volume_methods import load_volume_method
+
+    model = load_volume_method(path, device=torch.device("cpu"))
+    return model.diffusion.state_dict()
+
+
+def test_a_killed_two_process_vemdiffuse_run_resumes_exactly(tmp_path, volume):
+    """A volume method's training job on two processes (vEMDiffuse-i), killed after iteration 2 and
+    restarted, ends with the weights of an uninterrupted two-process run."""
+    whole = run_volume(tmp_path, "whole", "vemdiffuse_i", VEMDIFFUSE, volume, 2)
+    half = {**VEMDIFFUSE, "train": {**VEMDIFFUSE["train"], "iterations": 2}}
+    run_volume(tmp_path, "resumed", "vemdiffuse_i", half, volume, 2)
+    resumed = run_volume(tmp_path, "resumed", "vemdiffuse_i", VEMDIFFUSE, volume, 2)  # from the checkpoint at 2
+    a, b = volume_state(whole / "model.pt"), volume_state(resumed / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(pd.read_csv(resumed / "history.csv")) == 4

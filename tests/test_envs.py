@@ -105,7 +105,7 @@ def test_a_dry_run_with_the_slurm_profile_sends_every_gpu_job_to_the_gpu_partiti
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     config = yaml.safe_load((repo / "config" / "paper.yaml").read_text())
-    config["train_devices"] = {"emdiffuse": 4}
+    config["train_devices"] = {"emdiffuse": 4, "vemdiffuse_i": 2}
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "-n", "--profile",
            str(tmp_path / "profile"), "--configfile", str(tmp_path / "paper.yaml"), "--directory", str(tmp_path / "w"),
@@ -125,3 +125,6 @@ def test_a_dry_run_with_the_slurm_profile_sends_every_gpu_job_to_the_gpu_partiti
     trains = {(w["task"], w["dataset"], w["method"]): int(r["gpu"]) for rule, w, r in jobs if rule == "train"}
     assert {g for (_, _, m), g in trains.items() if m == "emdiffuse"} == {4}
     assert {g for (_, _, m), g in trains.items() if m in ("care", "rcan", "pssr")} == {1}
+    volumes = {(w["dataset"], w["method"]): int(r["gpu"]) for rule, w, r in jobs if rule == "train_volume"}
+    assert {g for (_, m), g in volumes.items() if m == "vemdiffuse_i"} == {2}
+    assert {g for (_, m), g in volumes.items() if m != "vemdiffuse_i"} == {1}

@@ -6,7 +6,7 @@ from emdiffuse.budget import apply_budget
 from emdiffuse.config import check_references, derived_seed, drop_null_blocks, export_repository, write_workflow_schema
 from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
-from emdiffuse.models.catalog import IMAGE
+from emdiffuse.models.catalog import IMAGE, VOLUME
 from emdiffuse.provenance import code_digest
 from emdiffuse.tables import describe_budget
 
@@ -203,8 +203,10 @@ def gpus(wildcards):
 
 
 def train_gpus(wildcards):
-    """GPUs of a training job: ``train_devices`` of the method (data-parallel within the job), else 1."""
-    return gpus(wildcards) and int((config.get("train_devices") or {}).get(wildcards.method, 1))
+    """GPUs of a training job (2D or volume method): ``train_devices`` of the method (data-parallel
+    within the job), else 1; none for a method that does not learn."""
+    learned = (IMAGE.get(wildcards.method) or VOLUME[wildcards.method]).learned
+    return int(learned) and int((config.get("train_devices") or {}).get(wildcards.method, 1))
 
 
 def is_sampled(method):

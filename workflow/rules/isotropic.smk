@@ -85,7 +85,7 @@ rule train_volume:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=1,
+        gpu=train_gpus,
     params:
         code=code_digest("model", "isotropic"),
         method_params=volume_train_params,

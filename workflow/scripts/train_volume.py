@@ -2,6 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
+from emdiffuse.distributed import devices_for
 from emdiffuse.isotropic import train_volume
 
 train_volume(
@@ -15,4 +16,5 @@ train_volume(
     # read here, not a rule param: how to predict is stored with the model but must not retrain it
     predict=snakemake.config["methods"][snakemake.wildcards.method].get("predict"),
     threads=snakemake.threads,
+    devices=devices_for(snakemake.resources.get("gpu", 0)),  # > 1: data-parallel over the job's GPUs
 )
