@@ -24,17 +24,16 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.
 
 
 def workflow_schema() -> dict:
-    """The config schema with its method names taken from the method catalog, the one list of them:
-    a method without a block of its own in the schema file (one that another package registers) gets
-    an open block, and its keys are checked against its defaults by :func:`check_references`."""
+    """The config schema: the schema file's structure, with every method's settings block and the
+    method names taken from the method catalog (``emdiffuse/models/settings.yaml`` and the entries
+    of other packages), the one source of both."""
     import yaml
 
-    from .models.catalog import IMAGE, VOLUME
+    from .models.catalog import IMAGE, VOLUME, settings_document
 
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
-    blocks = schema["properties"]["methods"]["properties"]
-    for name in [*IMAGE, *VOLUME]:
-        blocks.setdefault(name, {"type": "object", "description": f"settings of {name} (its defaults: its catalog entry)"})
+    schema["$defs"].update(settings_document()["$defs"])
+    schema["properties"]["methods"]["properties"] = {name: entry.schema for name, entry in {**IMAGE, **VOLUME}.items()}
     schema["$defs"]["task_common"]["methods"]["items"] = {"enum": list(IMAGE)}
     schema["properties"]["transfer"]["properties"]["methods"]["items"] = {"enum": list(IMAGE)}
     schema["$defs"]["isotropic_task"]["properties"]["methods"]["items"] = {"enum": list(VOLUME)}

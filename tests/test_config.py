@@ -119,6 +119,29 @@ def test_schema_knows_exactly_the_catalog_methods(schema):
     assert generated["$defs"]["task_common"]["methods"]["items"]["enum"] == list(IMAGE)
     assert generated["properties"]["transfer"]["properties"]["methods"]["items"]["enum"] == list(IMAGE)
     assert generated["$defs"]["isotropic_task"]["properties"]["methods"]["items"]["enum"] == list(VOLUME)
+    for name, entry in {**IMAGE, **VOLUME}.items():  # each block is its entry's settings schema
+        assert generated["properties"]["methods"]["properties"][name] == entry.schema, name
+
+
+def test_method_defaults_come_from_the_settings_schema():
+    """One source: a method's defaults are its schema's defaults (a variant's changed ones included),
+    required keys without a default stay required, and blocks marked x-whole are taken whole."""
+    from emdiffuse.models.catalog import IMAGE, REQUIRED, Free, settings_defaults
+
+    v = IMAGE["emdiffuse_v"]
+    assert v.schema["properties"]["diffusion"]["properties"]["prediction"]["default"] == "v"
+    assert v.defaults["diffusion"]["prediction"] == "v" and IMAGE["emdiffuse"].defaults["diffusion"]["prediction"] == "eps"
+    assert v.defaults["train"]["intensity_augment"] == 0.1 and v.defaults["train"]["warmup"] is REQUIRED
+    assert isinstance(v.defaults["model"], Free) and v.defaults["model"] == {"preset": "official"}
+    block = {"type": "object", "required": ["a"], "properties": {
+        "a": {"type": "integer"}, "b": {"type": "number", "default": 0.5},
+        "c": {"type": "object", "properties": {"d": {"type": "string", "default": "x"}}},
+        "e": {"type": "object", "x-whole": True, "default": {"f": 1}}}}
+    assert settings_defaults(block, "m") == {"a": REQUIRED, "b": 0.5, "c": {"d": "x"}, "e": {"f": 1}}
+    assert isinstance(settings_defaults(block, "m")["e"], Free)
+    block["properties"]["g"] = {"type": "integer"}
+    with pytest.raises(ValueError, match="m.g: a setting needs a default or to be required"):
+        settings_defaults(block, "m")
 
 
 def test_unknown_methods_and_method_keys_are_named(default_config, schema):
@@ -126,7 +149,7 @@ def test_unknown_methods_and_method_keys_are_named(default_config, schema):
     bad["tasks"]["denoise"]["methods"].append("noise2void")
     with pytest.raises(WorkflowError, match="noise2void"):
         validate(bad, schema)
-    # what a method registered by another package gets instead of a schema block: its defaults decide
+    # also checked against the method's defaults before any job (`emdiffuse.config.check_references`)
     default_config["methods"]["care"]["train"]["iteratons"] = 3
     with pytest.raises(ConfigError, match=r"methods.care.train: unknown key\(s\) \['iteratons'\]"):
         check_references(default_config)

@@ -148,5 +148,5 @@ def test_registry_and_errors(tmp_path):
         method.predict(np.zeros((4, 4), np.float32), seed=0)
     method.save(tmp_path / "linear.pt")
     assert load_volume_method(tmp_path / "linear.pt", device=CPU).z_factor == 3
-    with pytest.raises(ValueError, match="not a 'cubic' volume method"):
+    with pytest.raises(ValueError, match="holds a 'linear' checkpoint, not 'cubic'"):
         CubicMethod.load(tmp_path / "linear.pt", device=CPU)

@@ -105,7 +105,11 @@ def test_planning_imports_no_torch(repo, tmp_path, config):
 
 BLUR_ENTRY = """from emdiffuse.models.catalog import Entry
 
-BLUR = Entry("blur_method:GaussianBlurMethod", {"predict": {"sigma": 1.0}}, learned=False)
+BLUR = Entry("blur_method:GaussianBlurMethod", {
+    "type": "object", "additionalProperties": False,
+    "properties": {"predict": {"type": "object", "additionalProperties": False,
+                               "properties": {"sigma": {"type": "number", "exclusiveMinimum": 0, "default": 1.0}}}},
+}, learned=False)
 """
 BLUR_METHOD = """from scipy import ndimage
 
@@ -115,16 +119,17 @@ from emdiffuse.models.methods import Method
 class GaussianBlurMethod(Method):
     name = "blur"
 
-    def _predict(self, inputs, seed, progress, start):
-        sigma = self.params["predict"]["sigma"]
+    def _predict(self, inputs, seed, progress, start, settings):
+        sigma = settings["sigma"]
         return {"prediction": ndimage.gaussian_filter(inputs, (0, sigma, sigma))}
 """
 
 
 def test_a_method_of_another_package_runs_through_config_alone(repo, tmp_path, test_config):
     """A new method is one module plus one registration: here a package outside this repository, its
-    method class and an entry point naming its catalog entry; the workflow trains, predicts and
-    scores it like the built-in ones."""
+    method class and an entry point naming its catalog entry (its settings schema, from which its
+    defaults and the config schema's block come); the workflow validates its settings, then trains,
+    predicts and scores it like the built-in ones."""
     site = tmp_path / "site"
     (site / "blur_plugin-0.1.dist-info").mkdir(parents=True)
     (site / "blur_entry.py").write_text(BLUR_ENTRY)
@@ -140,6 +145,11 @@ def test_a_method_of_another_package_runs_through_config_alone(repo, tmp_path, t
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--cores", "2",
            "--directory", str(work), f"--configfile={cfg}", "table_denoise"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(repo), os.environ.get("PYTHONPATH", "")])}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config, "methods": {"input": {}, "blur": {"predict": {"sigma": -1}}}}))
+    proc = subprocess.run([*cmd[:-2], f"--configfile={bad}", "-n", "table_denoise"], cwd=repo, capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode != 0 and "sigma" in proc.stderr and "-1" in proc.stderr  # its own schema checks it
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-6000:]
     table = pd.read_csv(work / "results" / "tables" / "denoise.csv")

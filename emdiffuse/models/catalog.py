@@ -1,19 +1,24 @@
 """Every method the workflow knows, by name, without importing torch.
 
 Planning a run (parsing the workflow, checking a config, writing a table's budget line) needs a
-method's default settings, whether it learns, which data a volume method trains on and which key
-holds its learning rate; only the jobs that train or predict need its implementation, imported
-from ``Entry.implementation`` when they ask for it. A method class takes these settings from its
-entry (``Method.__init_subclass__``, ``VolumeMethod.__init_subclass__``), so they are written once.
-A new method is its module plus one entry here; a method of another package is its module plus an
-entry point (group ``emdiffuse.image_methods`` or ``emdiffuse.volume_methods``) naming its ``Entry``.
+method's settings schema and defaults, whether it learns, which data a volume method trains on and
+which key holds its learning rate; only the jobs that train or predict need its implementation,
+imported from ``Entry.implementation`` when they ask for it. A method's settings are one JSON-schema
+block (``settings.yaml`` beside this module for the built-in ones): the workflow's config schema
+takes it, and its defaults are derived from it (:func:`settings_defaults`); a method class takes them
+from its entry (``Method.__init_subclass__``, ``VolumeMethod.__init_subclass__``), so they are
+written once. A new method is its module plus one entry here (and its block); a method of another
+package is its module plus an entry point (group ``emdiffuse.image_methods`` or
+``emdiffuse.volume_methods``) naming its ``Entry``, settings block included.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 REQUIRED = object()  # marks a params key that has no default
@@ -51,18 +56,90 @@ def registry_entry(table: dict, name: str, where: str, what: str = "method"):
     return table[name]
 
 
+SETTINGS = Path(__file__).with_name("settings.yaml")
+
+
+@functools.cache
+def settings_document() -> dict:
+    """``settings.yaml``: the shared ``$defs`` and the built-in methods' settings blocks."""
+    import yaml
+
+    return yaml.safe_load(SETTINGS.read_text(encoding="utf-8"))
+
+
+def resolve(node: dict) -> dict:
+    """A schema node with its local ``$ref`` (``#/$defs/...`` of ``settings.yaml``) followed."""
+    while "$ref" in node:
+        target = settings_document()
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def settings_defaults(block: dict, where: str) -> dict:
+    """The defaults of a settings block for :func:`merge_params`: each key's ``default``, a nested
+    block's own defaults, ``REQUIRED`` for a required key without one; a block marked ``x-whole``
+    is taken whole (:class:`Free`). A key with neither default nor ``required`` is an error."""
+    node = resolve(block)
+    required = set(node.get("required", []))
+    out = {}
+    for key, raw in node.get("properties", {}).items():
+        sub, path = resolve(raw), f"{where}.{key}"
+        if "default" in raw or "default" in sub:
+            value = copy.deepcopy(raw["default"] if "default" in raw else sub["default"])
+            out[key] = Free(value) if raw.get("x-whole", sub.get("x-whole")) else value
+        elif sub.get("type") == "object" and "properties" in sub:
+            out[key] = settings_defaults(sub, path)
+        elif key in required:
+            out[key] = REQUIRED
+        else:
+            raise ValueError(f"{path}: a setting needs a default or to be required (settings schema)")
+    return out
+
+
+def with_defaults(block: dict, changes: dict) -> dict:
+    """A copy of a settings block whose defaults ``changes`` replaces (nested blocks are inlined)."""
+    node = copy.deepcopy(resolve(block))
+    for key, value in changes.items():
+        raw = node["properties"][key]
+        sub = resolve(raw)
+        if isinstance(value, dict) and "properties" in sub and not sub.get("x-whole"):
+            node["properties"][key] = with_defaults(sub, value)
+        else:
+            node["properties"][key] = {**raw, "default": value}
+    return node
+
+
 @dataclass(frozen=True)
 class Entry:
     """One method: where its class lives (``"module:Class"``) and what planning needs of it."""
 
     implementation: str
-    defaults: dict
+    #: its settings schema: the name of a block of ``settings.yaml`` or the block itself (another
+    #: package's method); keys, types, descriptions and defaults
+    settings: str | dict
     learned: bool = True
     #: volume methods: "isotropic" (an isotropic training volume), "sections" (the anisotropic
     #: volume it reconstructs) or None (not learned); the workflow picks the training file by it
     training_data: str | None = None
     #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
     lr_key: str = "lr"
+    #: defaults that differ from those of ``settings`` (a variant of another method)
+    changed_defaults: dict = field(default_factory=dict)
+    description: str | None = None
+
+    @functools.cached_property
+    def schema(self) -> dict:
+        """The JSON schema of the method's config block (the workflow validates against it)."""
+        block = settings_document()["methods"][self.settings] if isinstance(self.settings, str) else self.settings
+        block = with_defaults(block, self.changed_defaults)
+        return {**block, "description": self.description} if self.description else block
+
+    @functools.cached_property
+    def defaults(self) -> dict:
+        """The method's default params (:func:`merge_params` overlays a config on them)."""
+        return settings_defaults(self.schema, self.implementation)
 
     def load(self) -> type:
         """The method class (imports its module, and with it torch)."""
@@ -70,83 +147,31 @@ class Entry:
         return getattr(importlib.import_module(module), name)
 
 
-OFFICIAL_DIFFUSION = {
-    "train_schedule": Free({"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}),
-    "test_schedule": Free({"kind": "linear", "start": 1e-4, "end": 0.09, "steps": 1000}),
-    "prediction": "eps",
-}
-
-_EMDIFFUSE = {
-    "model": Free({"preset": "official"}),
-    "diffusion": OFFICIAL_DIFFUSION,
-    "train": {
-        "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": REQUIRED,
-        "ema_decay": 0.9999, "input_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
-        "difficulty_loss": True, "intensity_augment": 0.0,
-    },
-    "predict": {"sampler": "ancestral", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 4,
-               "precision": "auto", "difficulty": False, "init": "noise"},
-}
-
 #: image-to-image methods (denoise and superres tasks); their classes document the settings
 IMAGE: dict[str, Entry] = {
-    "input": Entry("emdiffuse.models.methods:InputMethod", {}, learned=False),
-    "care": Entry("emdiffuse.models.methods:CAREMethod", {
-        "model": {"n_depth": 2, "kern_size": 5, "n_first": 32, "residual": True},
-        "train": {
-            "iterations": REQUIRED, "seconds": None, "batch_size": 16, "patch": 128, "lr": 4e-4,
-            "plateau_patience": 10, "steps_per_epoch": 400, "checkpoint_every": 1000, "amp": False,
-            "normalize": {"pmin_low": 1.0, "pmin_high": 3.0, "pmax_low": 99.5, "pmax_high": 99.9},
-        },
-        "predict": {"pmin": 2.0, "pmax": 99.8, "tile": 256, "overlap": 32, "batch": 4},
-    }),
-    "emdiffuse": Entry("emdiffuse.models.methods:EMDiffuseMethod", _EMDIFFUSE),
-    "emdiffuse_v": Entry("emdiffuse.models.methods:EMDiffuseVMethod", {
-        **_EMDIFFUSE,
-        "diffusion": {**OFFICIAL_DIFFUSION, "prediction": "v"},
-        "train": {**_EMDIFFUSE["train"], "intensity_augment": 0.1},
-    }),
-    "rcan": Entry("emdiffuse.models.baselines:RCANMethod", {
-        "variant": "auto",
-        "model": {"n_resgroups": None, "n_resblocks": None, "n_feats": None, "reduction": None, "res_scale": 1.0},
-        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": None, "patch": None, "lr": 1e-4,
-                  "lr_step": None, "checkpoint_every": 1000, "amp": False},
-        "normalize": {"pmin": 2.0, "pmax": 99.9},
-        "predict": {"tile": 256, "overlap": 32, "batch": 4},
-    }),
-    "pssr": Entry("emdiffuse.models.baselines:PSSRMethod", {
-        "model": {"width_mult": 1.0, "layers": [3, 4, 6, 3], "blur": True, "self_attention": True},
-        "train": {"iterations": REQUIRED, "seconds": None, "batch_size": 8, "patch": 256, "max_lr": 4e-4,
-                  "div_factor": 25.0, "pct_start": 0.3, "weight_decay": 1e-3, "checkpoint_every": 1000, "amp": False},
-        "predict": {"tile": 256, "overlap": 32, "batch": 4},
-    }, lr_key="max_lr"),
+    "input": Entry("emdiffuse.models.methods:InputMethod", "input", learned=False),
+    "care": Entry("emdiffuse.models.methods:CAREMethod", "care"),
+    "emdiffuse": Entry("emdiffuse.models.methods:EMDiffuseMethod", "emdiffuse"),
+    "emdiffuse_v": Entry("emdiffuse.models.methods:EMDiffuseVMethod", "emdiffuse",
+                         changed_defaults={"diffusion": {"prediction": "v"}, "train": {"intensity_augment": 0.1}},
+                         description="not official: EMDiffuse with v-prediction, an output head that keeps the image "
+                                     "mean, a log-SNR noise embedding and intensity augmentation (its defaults); the "
+                                     "faithful row is emdiffuse"),
+    "rcan": Entry("emdiffuse.models.baselines:RCANMethod", "rcan"),
+    "pssr": Entry("emdiffuse.models.baselines:PSSRMethod", "pssr", lr_key="max_lr"),
 }
-
-_VEMDIFFUSE = {
-    "model": Free({"preset": "official"}),
-    "diffusion": OFFICIAL_DIFFUSION,
-    "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 256, "lr": 5e-5, "warmup": 0,
-              "ema_decay": 0.9999, "cond_blur_p": 0.5, "checkpoint_every": 1000, "amp": False,
-              "section_profile": "box"},
-    "predict": {"sampler": "ddim", "steps": 20, "samples": 2, "tile": 256, "overlap": 32, "batch": 1,
-                "chunk": 16, "precision": "auto", "init": "noise", "z_noise": "independent"},
-}
-_INTERPOLATION = {"predict": {"chunk": 64}}
 
 #: volume methods (isotropic task); every one has a ``predict.chunk`` (sections per z chunk)
 VOLUME: dict[str, Entry] = {
-    "linear": Entry("emdiffuse.models.volume_methods:LinearMethod", _INTERPOLATION, learned=False),
-    "cubic": Entry("emdiffuse.models.volume_methods:CubicMethod", _INTERPOLATION, learned=False),
-    "srunet3d": Entry("emdiffuse.models.volume_methods:SRUNet3DMethod", {
-        "model": {"width": 32},
-        "train": {"iterations": REQUIRED, "batch_size": 16, "patch": 64, "sections": 8, "lr": 1e-4,
-                  "checkpoint_every": 1000, "section_profile": "box", "amp": False},
-        "predict": {"chunk": 8, "context": 4, "tile": 128, "overlap": 16, "batch": 1},
-    }, training_data="isotropic"),
-    "vemdiffuse_i": Entry("emdiffuse.models.volume_methods:VEMDiffuseIMethod", _VEMDIFFUSE,
+    "linear": Entry("emdiffuse.models.volume_methods:LinearMethod", "linear", learned=False),
+    "cubic": Entry("emdiffuse.models.volume_methods:CubicMethod", "linear", learned=False,
+                   description="cubic (Catmull-Rom) interpolation along z (isotropic task)"),
+    "srunet3d": Entry("emdiffuse.models.volume_methods:SRUNet3DMethod", "srunet3d", training_data="isotropic"),
+    "vemdiffuse_i": Entry("emdiffuse.models.volume_methods:VEMDiffuseIMethod", "vemdiffuse_i",
                           training_data="isotropic"),
-    "vemdiffuse_a": Entry("emdiffuse.models.volume_methods:VEMDiffuseAMethod", _VEMDIFFUSE,
-                          training_data="sections"),
+    "vemdiffuse_a": Entry("emdiffuse.models.volume_methods:VEMDiffuseAMethod", "vemdiffuse_i",
+                          training_data="sections",
+                          description="vEMDiffuse-a: learns from the anisotropic sections it reconstructs"),
 }
 
 

@@ -5,7 +5,7 @@ what its test script samples with) and ``<epoch>_Network_ema.pth``: the state di
 whose U-Net is ``denoise_fn`` (``module.`` in front when saved from DataParallel) beside the noise
 schedule's buffers (``gammas``, ``posterior_mean_coef1``, ...). The U-Net here keeps the official
 module names and shapes (``models.unet``), so the weights load strictly; the schedules are the
-official ones of ``OFFICIAL_DIFFUSION`` and the buffers are dropped. The data mapping is the
+official ones (the ``diffusion`` defaults of ``models/settings.yaml``) and the buffers are dropped. The data mapping is the
 official one as well: [0, 1] intensities to [-1, 1], super-resolution inputs upsampled bilinearly
 by the scale before they are concatenated.
 """
