@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import markdown
 from .config import ConfigError
 from .io import atomic_path, load_npz, save_npz, write_text
 
@@ -407,8 +408,7 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
     header = ["dataset", "plane", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     header += ["reliability (flagged)"] if reliability else []
     header += ["paper score (flagged)"] if paper else []
-    lines = [f"# {TASK}: reconstruction quality per plane", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
+    rows = []
     for (_, plane), block in table.groupby(["dataset", "plane"], sort=False):
         scored = plane_metrics(metrics, plane)
         best = {m: _best(m, block[f"{m}_mean"]) for m in scored}
@@ -419,7 +419,8 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
                 cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
             if paper:
                 cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+    lines = [f"# {TASK}: reconstruction quality per plane", "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over the scored planes of the test volume (n per view,",
               "spread evenly); bold: best method. n/a: " + ", ".join(f"{m} is scored on {'/'.join(v).upper()} only"
                                                                  for m, v in PLANE_ONLY.items() if m in metrics) + "."]

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import markdown
 from .io import atomic_path, load_npz, save_npz, write_text
 from .models.catalog import REQUIRED
 from .models.lifecycle import Model
@@ -249,13 +250,10 @@ def segmentation_markdown(table: pd.DataFrame, classes: list[str]) -> str:
     fg = ", ".join(classes)
     header = ["dataset", "volume segmented", f"mIoU ({fg}) ↑"] + [f"IoU {c} ↑" for c in classes]
     header += ["IoU background (not in mIoU)", "voxels"]
-    lines = ["# isotropic: organelle segmentation of the reconstructions", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
     fmt = lambda v: f"{v:.4f}" if np.isfinite(v) else "undefined"  # noqa: E731
-    for _, r in table.iterrows():
-        cells = [r["dataset"], r["volume"], fmt(r["mIoU"])] + [fmt(r[f"IoU_{c}"]) for c in classes]
-        cells += [fmt(r[f"IoU_{BACKGROUND}"]), str(int(r["voxels"]))]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r["dataset"], r["volume"], fmt(r["mIoU"]), *(fmt(r[f"IoU_{c}"]) for c in classes),
+             fmt(r[f"IoU_{BACKGROUND}"]), str(int(r["voxels"]))] for _, r in table.iterrows()]
+    lines = ["# isotropic: organelle segmentation of the reconstructions", "", *markdown.table(header, rows)]
     lines += ["", "A 2D U-Net segmenter (background, " + fg + ") trained on planes of all three orientations of the "
               "isotropic training volume and its labels, frozen, applied orthoplane to every volume of the test "
               "z-range (ground truth, the anisotropic input stretched by nearest neighbour, each reconstruction).",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import markdown
 from .config import ConfigError
 from .io import load_npz, save_npz, write_text
 from .pairs import PAIR_KEYS
@@ -344,13 +345,11 @@ def realism_markdown(rows: pd.DataFrame, reference: str) -> str:
                ("axial_corr_1", "z-corr 1"), ("axial_corr_2", "z-corr 2"), ("axial_corr_4", "z-corr 4"),
                ("axial_corr_6", "z-corr 6"), ("cubic_psnr_x4", "cubic PSNR x4 (dB)"),
                ("cubic_psnr_x6", "cubic PSNR x6 (dB)")]
+    cells = [[r["data"], r["kind"], r["shape"],
+              *("—" if not np.isfinite(r[c]) else f"{r[c]:.3f}" if "psnr" not in c else f"{r[c]:.1f}" for c, _ in columns)]
+             for _, r in rows.iterrows()]
     lines = ["# Realism: the phantoms beside real EM", "",
-             "| data | kind | shape | " + " | ".join(title for _, title in columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
-    for _, r in rows.iterrows():
-        cells = ["—" if not np.isfinite(r[c]) else f"{r[c]:.3f}" if "psnr" not in c else f"{r[c]:.1f}"
-                 for c, _ in columns]
-        lines.append(f"| {r['data']} | {r['kind']} | {r['shape']} | " + " | ".join(cells) + " |")
+             *markdown.table(["data", "kind", "shape", *(title for _, title in columns)], cells)]
     lines += ["", "Volumes as the workflow prepares them (percentile-normalised to [0, 1]); the 2D reference images "
               "normalised alike. Spectrum slope: log-log slope of the radially averaged power spectrum of XY planes "
               "over 0.04-0.25 cycles/pixel. Noise sigma: Immerkaer's estimate (the phantom is clean; a real volume's "

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from . import markdown
 from .config import ConfigError
 from .io import atomic_path, load_npz, save_npz, write_text
 from .pairs import PAIR_KEYS
@@ -202,17 +203,17 @@ def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], 
              + ", ".join(f"{m} {v:.4f}" for m, v in about["input"].items()) + ".", ""]
     header = ["sampler", "init", "steps", "precision"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     header += [f"Δ{m}" for m in tolerance] + ["s/Mpx", "≈ ref"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, r in table.iterrows():
         if isinstance(r.get("note"), str):
-            lines.append(f"| {r['sampler']} | — | {int(r['steps'])} | — | " + " | ".join(["—"] * (len(header) - 5))
-                         + f" | {r['note']} |")
+            rows.append([r["sampler"], "—", str(int(r["steps"])), "—", *["—"] * (len(header) - 5), r["note"]])
             continue
         cells = [r["sampler"], r["init"], str(int(r["steps"])), r["precision"]]
         cells += [f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" for m in metrics]
         cells += [f"{r[f'{m}_delta']:+.4f}" for m in tolerance]
         cells += [f"{r['s_per_mpix']:.1f}", "reference" if r["is_reference"] else "✓" if r["matches_reference"] else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += markdown.table(header, rows)
     lines += ["", *_sampling_findings(table, reference, metrics, about["input"]), "",
               "The images are a subset of the test set sized for the CPU budget (config `sampling_study`). Mean ± std "
               "over them; the ancestral sampler is stochastic, so with few images and small K its rows are single "
@@ -345,16 +346,16 @@ def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: li
              "variant's worst 20 % images (LPIPS) the threshold flags; precision: share of flagged images among those "
              "worst. Pixel Spearman: per image, "
              "between the map and |prediction - ground truth|, averaged. Difficulty: the loss-on variant's predicted "
-             "log error scale (higher = harder), mean over the image.", "",
-             "| variant | " + " | ".join(name for _, name in ASSESSMENT_COLUMNS) + " |",
-             "|---|" + "---|" * len(ASSESSMENT_COLUMNS)]
+             "log error scale (higher = harder), mean over the image.", ""]
+    rows = []
     for _, r in assessment.iterrows():
         cells = [r["method"]]
         for key, _ in ASSESSMENT_COLUMNS:
             v = r[key]
             cells.append("—" if pd.isna(v) else f"{int(v)}/{int(r['n'])}" if key == "flagged"
                          else f"{v:.1f}" if key == "train_seconds" else f"{v:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += markdown.table(["variant", *(name for _, name in ASSESSMENT_COLUMNS)], rows)
     return text + "\n".join(lines) + "\n"
 
 

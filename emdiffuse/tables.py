@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import markdown
 from .metrics import METRICS, compute
 from .metrics.calibration import DEFAULT_THRESHOLD, PAPER_THRESHOLD, flag_unreliable, paper_score, reliability_score
 
@@ -105,7 +106,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
     paper = "reliability_paper_mean" in table
     header += ["reliability (flagged)"] if reliability else []
     header += ["paper score (flagged)"] if paper else []
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, block in table.groupby(["dataset", "level"], sort=False):
         learned = block[block["method"] != "input"]
         best = {m: METRICS[m].best(learned[f"{m}_mean"]) if len(learned) else np.nan for m in metrics}
@@ -116,7 +117,8 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
                 cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
             if paper:
                 cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+    lines = [f"# {title}", "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels;",
               "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
     if reliability:

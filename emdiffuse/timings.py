@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import markdown
+
 
 def collect(root: str | Path) -> pd.DataFrame:
     """One row per benchmark TSV under ``root``: stage (rule), job (wildcards path), seconds, peak RSS."""
@@ -29,11 +31,11 @@ def to_markdown(jobs: pd.DataFrame) -> str:
     stages = jobs.groupby("stage", sort=False).agg(jobs=("job", "size"), seconds=("seconds", "sum"),
                                                    max_rss_mb=("max_rss_mb", "max"))
     stages = stages.sort_values("seconds", ascending=False)
-    lines = ["# Stage timings", "", f"Sum of job wall times: {total:.0f} s ({total / 60:.1f} min).", "",
-             "| stage | jobs | seconds | share | peak RSS (MB) |", "|---|---|---|---|---|"]
-    for stage, r in stages.iterrows():
-        lines.append(f"| {stage} | {int(r['jobs'])} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} | {r['max_rss_mb']:.0f} |")
-    lines += ["", "| stage | job | seconds | peak RSS (MB) |", "|---|---|---|---|"]
-    for _, r in jobs.iterrows():
-        lines.append(f"| {r['stage']} | {r['job']} | {r['seconds']:.1f} | {r['max_rss_mb']:.0f} |")
+    lines = ["# Stage timings", "", f"Sum of job wall times: {total:.0f} s ({total / 60:.1f} min).", ""]
+    lines += markdown.table(["stage", "jobs", "seconds", "share", "peak RSS (MB)"],
+                            [[stage, str(int(r["jobs"])), f"{r['seconds']:.1f}", f"{r['seconds'] / total:.0%}",
+                              f"{r['max_rss_mb']:.0f}"] for stage, r in stages.iterrows()])
+    lines += ["", *markdown.table(["stage", "job", "seconds", "peak RSS (MB)"],
+                                  [[r["stage"], r["job"], f"{r['seconds']:.1f}", f"{r['max_rss_mb']:.0f}"]
+                                   for _, r in jobs.iterrows()])]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import markdown
 from .config import ConfigError, derived_seed
 from .io import load_npz, save_npz, write_text
 from .pairs import PAIR_KEYS as BASE_PAIR_KEYS
@@ -256,14 +257,15 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, setup: l
     from .tables import _cell
 
     header = ["task", "level", "method", "variant", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
-    lines = [f"# {title}", "", *setup, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, block in table.groupby(["task", "level"], sort=False):
         learned_rows = block[block["method"] != "input"]
         best = {m: METRICS[m].best(learned_rows[f"{m}_mean"]) if np.isfinite(learned_rows[f"{m}_mean"]).any()
                 else np.nan for m in metrics}
         for _, r in block.iterrows():
             cells = [r["task"], r["level"], r["method"], r["variant"], str(int(r["n"]))]
-            lines.append("| " + " | ".join(cells + [_cell(r, m, best[m]) for m in metrics]) + " |")
+            rows.append(cells + [_cell(r, m, best[m]) for m in metrics])
+    lines = [f"# {title}", "", *setup, "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over the target's test images; level 'all' pools "
               "the levels; bold: best learned row per task and level. (k undefined): images where the metric "
               "is undefined (left out).", "", "Budgets (iterations: optimiser steps of that variant's own "

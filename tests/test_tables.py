@@ -87,3 +87,11 @@ def test_timings_summary(tmp_path):
     md = timings_markdown(jobs)
     assert "Sum of job wall times: 44 s" in md
     assert md.index("| train | 2 | 42.0 | 95% |") < md.index("| predict | 1 | 2.0 |")
+
+
+def test_the_markdown_table_writer():
+    from emdiffuse import markdown
+
+    assert markdown.table(["a", "b"], [["1", "x"], [2, "y"]]) == ["| a | b |", "|---|---|", "| 1 | x |", "| 2 | y |"]
+    with pytest.raises(ValueError, match="a table row has 1 cells for 2 columns"):
+        markdown.table(["a", "b"], [["1"]])
