@@ -62,6 +62,36 @@ class ProgressSchedule:
         self.done = state["done"]
 
 
+class LRSchedules:
+    """The run's learning-rate schedules, stepped after every iteration: a linear warm-up over
+    ``warmup`` iterations (official: GradualWarmupScheduler), a ReduceLROnPlateau on each epoch's
+    mean training loss (``plateau = {"every": n, **kwargs}``; CARE, no validation set) and any
+    torch scheduler built by ``scheduler(optimizer)`` (a :class:`ProgressSchedule` follows the run's
+    progress instead). Each is checkpointed like the optimiser (:meth:`parts`)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, warmup: int, plateau: dict | None, scheduler):
+        self.scheduler = scheduler(opt) if scheduler is not None else None
+        self.warmup = warmup
+        self.warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup)) if warmup else None
+        self.every = plateau["every"] if plateau else None
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{k: v for k, v in plateau.items()
+                                                                            if k != "every"})
+                        if plateau else None)
+
+    def parts(self) -> dict:
+        return {"warmup": self.warm, "plateau": self.plateau, "scheduler": self.scheduler}
+
+    def step(self, it: int, history: list[dict], progress: float) -> None:
+        if self.warm is not None and it < self.warmup:
+            self.warm.step()
+        if self.plateau is not None and it % self.every == 0:
+            self.plateau.step(float(np.mean([h["loss"] for h in history[-self.every :]])))
+        if isinstance(self.scheduler, ProgressSchedule):
+            self.scheduler.advance(progress)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+
 class EMA:
     """Exponential moving average of weights, updated every step (official decay 0.9999)."""
 
@@ -106,12 +136,8 @@ def train_loop(
     """Train ``model`` on batches from ``sampler`` for ``iterations`` steps, resuming if possible.
 
     ``loss_fn`` gets ``(inputs, targets)`` tensors on ``device`` and returns a scalar loss.
-    ``warmup``: linear LR warm-up over that many iterations (official: GradualWarmupScheduler).
-    ``plateau``: ``{"every": n, **ReduceLROnPlateau kwargs}``; every ``n`` iterations (an "epoch")
-    the scheduler steps on the mean training loss of that epoch (CARE; there is no validation set).
-    ``scheduler(optimizer)``: builds any torch LR scheduler (StepLR, OneCycleLR, ...), stepped after
-    every iteration and checkpointed like the optimiser (RCAN, PSSR); a :class:`ProgressSchedule`
-    is advanced to the run's progress instead.
+    ``warmup``, ``plateau``, ``scheduler``: the learning-rate schedules (:class:`LRSchedules`;
+    ``scheduler(optimizer)`` builds any torch scheduler: StepLR for RCAN, OneCycleLR for PSSR).
     ``seconds``: a wall-clock budget. Training stops after the first iteration whose cumulative
     training time (the history's ``seconds``, which a resumed run continues) reaches it, and
     checkpoints there, so a killed run still resumes and a finished one is not retrained.
@@ -131,13 +157,7 @@ def train_loop(
     model.to(device)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     opt = _optimizer(model, optimizer, lr, adam_eps, betas, weight_decay)
-    sched = scheduler(opt) if scheduler is not None else None
-    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup)) if warmup else None
-    plat = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{k: v for k, v in plateau.items() if k != "every"})
-        if plateau
-        else None
-    )
+    schedules = LRSchedules(opt, warmup, plateau, scheduler)
     autocast = amp_dtype(amp, device)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
     scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
@@ -145,7 +165,7 @@ def train_loop(
         meta = {**(meta or {}), "precision": precision}
     if processes > 1:  # a run on another number of devices is another run
         meta = {**(meta or {}), "processes": processes}
-    parts = {"model": model, "optimizer": opt, "warmup": warm, "plateau": plat, "scheduler": sched, "scaler": scaler}
+    parts = {"model": model, "optimizer": opt, **schedules.parts(), "scaler": scaler}
     if ema is not None:
         parts["ema"] = ema.model
 
@@ -182,14 +202,7 @@ def train_loop(
         if processes > 1:  # the same numbers on every process: the same scheduler and deadline decisions
             loss, elapsed = distributed.mean([loss, elapsed], device)
         history.append({"iteration": it, "loss": loss, "lr": step_lr, "seconds": elapsed, "precision": precision})
-        if warm is not None and it < warmup:
-            warm.step()
-        if plat is not None and it % plateau["every"] == 0:
-            plat.step(float(np.mean([h["loss"] for h in history[-plateau["every"] :]])))
-        if isinstance(sched, ProgressSchedule):
-            sched.advance(_progress(it, iterations, history[-1]["seconds"], seconds))
-        elif sched is not None:
-            sched.step()
+        schedules.step(it, history, _progress(it, iterations, elapsed, seconds))
         out_of_time = seconds is not None and history[-1]["seconds"] >= seconds
         if it % checkpoint_every == 0 or it == iterations or out_of_time:
             ranks = distributed.gather(_rng_state(device)) if processes > 1 else None
