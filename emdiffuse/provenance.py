@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parent
 #: code shared by the rules of one stage (package sub-packages or modules, relative to ``emdiffuse``)
 GROUPS = {
     "data": ("data", "datasets", "sources", "pairs", "io", "config"),
-    "model": ("models", "train", "patches", "device", "tiling", "volumes", "io", "budget", "config"),
-    "score": ("metrics", "tables", "realism", "io"),
+    "model": ("models", "train", "distributed", "patches", "device", "tiling", "volumes", "io", "budget", "config"),
+    "score": ("metrics", "tables", "markdown", "realism", "io"),
     "plots": ("plots", "io"),
 }
 

@@ -166,5 +166,7 @@ rule timings:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        code=code_digest("timings", "markdown"),
     script:
         "../scripts/timings.py"
