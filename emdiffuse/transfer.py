@@ -208,11 +208,6 @@ def finetune(model_path: str, pairs_path: str, train: dict, seed: int, out_model
     model.write_history(out_history)
 
 
-def prediction_inputs(named: dict[str, str]) -> dict[tuple[str, str], str]:
-    """Named workflow inputs ``pred__<method>__<variant>`` -> ``{(method, variant): path}``."""
-    return {tuple(key.split("__")[1:]): path for key, path in named.items() if key.startswith("pred__")}
-
-
 def evaluate(task: str, target: str, predictions: dict[tuple[str, str], str], pairs_path: str, metrics: list[str],
              out_path: str, *, threshold: float) -> None:
     """Per-image metrics of every method x variant of a task on the target's test subset, in one
@@ -325,21 +320,6 @@ def figure(task_inputs: dict[str, dict], figure_cfg: dict, source: str, target: 
             rows.append((f"{task} ({level})\n{method}", panels))
     transfer_figure(out_path, rows, inset=tuple(figure_cfg["inset"]),
                     suptitle=f"transfer {source} → {target}: test image of domain B")
-
-
-def figure_inputs(named: dict[str, str]) -> dict[str, dict]:
-    """The figure's named workflow inputs (``pairs__<task>``, ``pred__<task>__<method>__<variant>``)
-    as :func:`figure` takes them."""
-    out: dict[str, dict] = {}
-    for key, path in named.items():
-        kind, task, *rest = key.split("__")
-        spec = out.setdefault(task, {"pairs": None, "methods": {}})
-        if kind == "pairs":
-            spec["pairs"] = path
-        elif kind == "pred":
-            method, variant = rest
-            spec["methods"].setdefault(method, {})[variant] = path
-    return out
 
 
 def figure_methods(methods: list[str]) -> list[str]:

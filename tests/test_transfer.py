@@ -365,20 +365,17 @@ def test_table_orders_rows_and_states_every_budget(default_config, liver_pairs, 
 
 
 def test_figure_shows_every_variant_per_task_and_method(liver_pairs, tmp_path):
-    named = {}
+    spec = {}
     for task in TASKS:
         test = load_npz(liver_pairs[task][1])
-        named[f"pairs__{task}"] = str(liver_pairs[task][1])
+        spec[task] = {"pairs": str(liver_pairs[task][1]), "methods": {}}
         for method in ["emdiffuse", "care"]:
             for variant in transfer.VARIANTS:
                 path = tmp_path / f"{task}_{method}_{variant}.npz"
                 save_npz(path, prediction=np.clip(test["targets"] + 0.05, 0, 1))
-                named[f"pred__{task}__{method}__{variant}"] = str(path)
-    spec = transfer.figure_inputs(named)
-    assert set(spec) == set(TASKS) and set(spec["superres"]["methods"]["care"]) == set(transfer.VARIANTS)
+                spec[task]["methods"].setdefault(method, {})[variant] = str(path)
     transfer.figure(spec, {"image": 0, "inset": [200, 200, 64]}, "a", "b", tmp_path / "t.png")  # inset re-fitted
     import matplotlib.image
 
     image = matplotlib.image.imread(tmp_path / "t.png")
     assert image.shape[0] > image.shape[1] / 2  # 4 rows (2 tasks x 2 methods) of 5 panels
-    assert transfer.prediction_inputs({"pairs": "p", "pred__care__direct": "x"}) == {("care", "direct"): "x"}

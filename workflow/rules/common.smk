@@ -267,12 +267,17 @@ def transfer_metric_files(wildcards):
 
 
 def transfer_task_predictions(wildcards):
-    """Named inputs of a task's evaluation: its test pairs and every method x variant's predictions."""
-    inputs = {"pairs": f"data/pairs/transfer/{wildcards.task}/{wildcards.target}/test.npz"}
-    for method in transfer_lib.transfer_methods(config, wildcards.task):
-        for variant in transfer_variants(method):
-            inputs[f"pred__{method}__{variant}"] = transfer_predictions(wildcards.task, method, variant)
-    return inputs
+    """Every method x variant's prediction file of a task: [[method, variant, path], ...] (the
+    evaluation's params; its inputs are the paths)."""
+    return [
+        [method, variant, transfer_predictions(wildcards.task, method, variant)]
+        for method in transfer_lib.transfer_methods(config, wildcards.task)
+        for variant in transfer_variants(method)
+    ]
+
+
+def transfer_task_prediction_files(wildcards):
+    return [path for _, _, path in transfer_task_predictions(wildcards)]
 
 
 def transfer_one_pairs(wildcards):
@@ -280,16 +285,28 @@ def transfer_one_pairs(wildcards):
     return [f"data/pairs/transfer/{task}/{TRANSFER['target']}/one_pair.npz" for task in TRANSFER["tasks"]]
 
 
-def transfer_figure_inputs(wildcards):
-    """Named inputs of the transfer figure: each task's test pairs and, for EMDiffuse and one
-    baseline, every variant's predictions (keys parsed by transfer.figure_inputs)."""
-    inputs = {}
-    for task in TRANSFER["tasks"]:
-        inputs[f"pairs__{task}"] = f"data/pairs/transfer/{task}/{TRANSFER['target']}/test.npz"
-        for method in transfer_lib.figure_methods(transfer_lib.transfer_methods(config, task)):
-            for variant in transfer_lib.VARIANTS:
-                inputs[f"pred__{task}__{method}__{variant}"] = transfer_predictions(task, method, variant)
-    return inputs
+def transfer_figure_spec(wildcards):
+    """What the transfer figure shows, as transfer.figure takes it: per task its test pairs and,
+    for EMDiffuse and one baseline, every variant's predictions."""
+    return {
+        task: {
+            "pairs": f"data/pairs/transfer/{task}/{TRANSFER['target']}/test.npz",
+            "methods": {
+                method: {variant: transfer_predictions(task, method, variant) for variant in transfer_lib.VARIANTS}
+                for method in transfer_lib.figure_methods(transfer_lib.transfer_methods(config, task))
+            },
+        }
+        for task in TRANSFER["tasks"]
+    }
+
+
+def transfer_figure_files(wildcards):
+    """The files of :func:`transfer_figure_spec` (the figure's inputs)."""
+    return [
+        path
+        for spec in transfer_figure_spec(wildcards).values()
+        for path in [spec["pairs"], *(p for variants in spec["methods"].values() for p in variants.values())]
+    ]
 
 
 def transfer_methods_all(wildcards):

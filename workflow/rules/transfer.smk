@@ -149,7 +149,8 @@ use rule transfer_predict as transfer_predict_reference with:
 # One job per task scores every method x variant (the metric networks are loaded once).
 rule transfer_evaluate:
     input:
-        unpack(transfer_task_predictions),
+        pairs="data/pairs/transfer/{task}/{target}/test.npz",
+        predictions=transfer_task_prediction_files,
     output:
         metrics="results/metrics/transfer/{task}/{target}.csv",
     log:
@@ -164,6 +165,7 @@ rule transfer_evaluate:
         runtime=60,
     params:
         code=code_digest("score", "transfer"),
+        predictions=transfer_task_predictions,
         metrics=lookup(dpath="transfer/metrics", within=config, default=None),
         threshold=config["reliability_threshold"],
     script:
@@ -203,7 +205,7 @@ rule transfer_table:
 
 rule transfer_figure:
     input:
-        unpack(transfer_figure_inputs),
+        transfer_figure_files,
     output:
         report(
             "results/figures/transfer.png",
@@ -223,6 +225,7 @@ rule transfer_figure:
         runtime=10,
     params:
         code=code_digest("plots", "transfer"),
+        spec=transfer_figure_spec,
         transfer=lookup(dpath="transfer", within=config, default=None),
         figure=config["figure"],
     script:

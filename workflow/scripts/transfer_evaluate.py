@@ -3,13 +3,13 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.device import set_threads
-from emdiffuse.transfer import evaluate, prediction_inputs
+from emdiffuse.transfer import evaluate
 
 set_threads(snakemake.threads)
 evaluate(
     snakemake.wildcards.task,
     snakemake.wildcards.target,
-    prediction_inputs(dict(snakemake.input.items())),
+    {(method, variant): path for method, variant, path in snakemake.params.predictions},
     snakemake.input.pairs,
     snakemake.params.metrics,
     snakemake.output.metrics,
