@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from emdiffuse import steps, studies
+from emdiffuse.studies import loss_ablation, sampling
 from emdiffuse.config import ConfigError
 from emdiffuse.io import load_npz, save_npz
 from emdiffuse.models.registry import build_method
@@ -66,20 +67,20 @@ def test_pair_subset_errors_name_the_key(images, crop, message):
 def test_settings_skip_what_a_sampler_cannot_take_and_add_the_other_precision_and_init():
     default = {"sampler": "dpmpp2m", "steps": 20, "precision": "bf16", "init": "condition"}
     start = {1000: 1e-20, 50: 0.005, 20: 0.39, 10: 0.63}.get
-    settings, skipped = studies.sampling_settings("dpmpp2m", [1000, 50, 20], 468, default, start)
+    settings, skipped = sampling.sampling_settings("dpmpp2m", [1000, 50, 20], 468, default, start)
     assert skipped == [1000]
     assert settings == [{"sampler": "dpmpp2m", "init": "noise", "steps": 50, "precision": "bf16"},
                         {"sampler": "dpmpp2m", "init": "noise", "steps": 20, "precision": "bf16"},
                         {"sampler": "dpmpp2m", "init": "condition", "steps": 20, "precision": "bf16"},
                         {"sampler": "dpmpp2m", "init": "condition", "steps": 20, "precision": "fp32"}]
-    settings, skipped = studies.sampling_settings("ancestral", [1000, 10], None, default, start)
+    settings, skipped = sampling.sampling_settings("ancestral", [1000, 10], None, default, start)
     assert skipped == [] and [s["steps"] for s in settings] == [1000, 10]  # not the default sampler
     assert {s["precision"] for s in settings} == {"bf16"} and {s["init"] for s in settings} == {"noise"}
 
 
 def _run(root, sampler, seed=3, name=None):
     out = root / f"{name or sampler}.csv"
-    studies.sampling_run(root / "model.pt", root / "subset.npz", sampler, STUDY, seed, out, task="denoise",
+    sampling.sampling_run(root / "model.pt", root / "subset.npz", sampler, STUDY, seed, out, task="denoise",
                          dataset="toy", threads=1, progress=False)
     return out
 
@@ -116,7 +117,7 @@ def test_sampling_runs_cover_every_sampler_and_steps_and_are_seeded(study_files,
 
 def test_sampling_table_marks_the_reference_and_writes_the_figure(study_files, runs, tmp_path):
     about = {"task": "denoise", "dataset": "toy", "model": "model.pt", "crop": 32, "seed": 3}
-    studies.sampling_table(runs, study_files / "subset.npz", STUDY, about, tmp_path / "s.csv", tmp_path / "s.md",
+    sampling.sampling_table(runs, study_files / "subset.npz", STUDY, about, tmp_path / "s.csv", tmp_path / "s.md",
                            tmp_path / "s.png")
     table = pd.read_csv(tmp_path / "s.csv")
     ref = table[table["is_reference"]]
@@ -128,7 +129,7 @@ def test_sampling_table_marks_the_reference_and_writes_the_figure(study_files, r
     assert "- init, ancestral 4 steps: condition - noise = LPIPS" in md
     assert_figure_has_content(tmp_path / "s.png")
     subset = load_npz(study_files / "subset.npz")
-    psnr_input = studies.input_scores(subset, ["PSNR"], task="denoise", dataset="toy")["PSNR"]
+    psnr_input = sampling.input_scores(subset, ["PSNR"], task="denoise", dataset="toy")["PSNR"]
     mse = ((subset["inputs"] - subset["targets"]) ** 2).mean(axis=(1, 2))
     assert psnr_input == pytest.approx(float(np.mean(10 * np.log10(1 / mse))), rel=1e-4)
     assert "Degraded input on the same crops (no restoration): LPIPS" in md
@@ -138,11 +139,11 @@ def test_findings_say_when_the_reference_is_a_weak_yardstick():
     rows = pd.DataFrame({"sampler": "ancestral", "init": "noise", "steps": [1000, 50, 20], "precision": "bf16",
                          "samples": 1,
                          "seconds": 1.0, "s_per_mpix": 1.0, "LPIPS": [0.30, 0.20, 0.35], "PSNR": [14.0, 25.0, 24.0]})
-    table, reference = studies.sampling_summary(rows, ["LPIPS", "PSNR"], tolerance={"LPIPS": 0.01})
-    lines = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 17.0})
+    table, reference = sampling.sampling_summary(rows, ["LPIPS", "PSNR"], tolerance={"LPIPS": 0.01})
+    lines = sampling._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 17.0})
     assert "- the reference is worse on every metric than: ancestral 50 (bf16, init noise); 'within" in lines[0]
     assert "- the reference does not beat the degraded input on PSNR" in lines
-    good = studies._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 10.0})
+    good = sampling._sampling_findings(table, reference, ["LPIPS", "PSNR"], {"LPIPS": 0.9, "PSNR": 10.0})
     assert not any("degraded input" in line for line in good)
 
 
@@ -152,7 +153,7 @@ def test_matching_means_worse_by_at_most_the_tolerance():
                          "seconds": 1.0,
                          "s_per_mpix": 1.0, "LPIPS": [0.30, 0.25, 0.309, 0.30, 0.32],
                          "FSIM": [0.80, 0.70, 0.796, 0.81, 0.80]})
-    table, reference = studies.sampling_summary(rows, ["LPIPS", "FSIM"], tolerance=studies.DEFAULT_TOLERANCE)
+    table, reference = sampling.sampling_summary(rows, ["LPIPS", "FSIM"], tolerance=sampling.DEFAULT_TOLERANCE)
     assert reference == {"sampler": "ancestral", "init": "noise", "steps": 1000, "precision": "bf16"}
     match = dict(zip(zip(table["sampler"], table["steps"]), table["matches_reference"]))
     # better LPIPS but FSIM 0.1 worse; within both; better on both; LPIPS 0.02 worse
@@ -163,7 +164,7 @@ def test_matching_means_worse_by_at_most_the_tolerance():
 def test_ablation_params_change_only_the_loss_and_the_budget():
     params = {**TINY["emdiffuse"], "train": dict(TINY["emdiffuse"]["train"]), "predict": dict(TINY["emdiffuse"]["predict"])}
     ablation = {"iterations": 7, "patch": 8}
-    on, off = (studies.ablation_params(params, ablation, v) for v in ("on", "off"))
+    on, off = (loss_ablation.ablation_params(params, ablation, v) for v in ("on", "off"))
     assert on["train"]["difficulty_loss"] and not off["train"]["difficulty_loss"]
     assert on["predict"]["difficulty"] and not off["predict"]["difficulty"]
     for variant in (on, off):
@@ -174,7 +175,7 @@ def test_ablation_params_change_only_the_loss_and_the_budget():
     assert strip(on) == strip(off)
     assert "difficulty_loss" not in params["train"]  # the config is not modified
     with pytest.raises(ConfigError, match="variant"):
-        studies.ablation_params(params, ablation, "maybe")
+        loss_ablation.ablation_params(params, ablation, "maybe")
 
 
 def test_loss_ablation_wiring_trains_predicts_and_summarises(study_files, tmp_path):
@@ -182,14 +183,14 @@ def test_loss_ablation_wiring_trains_predicts_and_summarises(study_files, tmp_pa
     save_npz(tmp_path / "train.npz", **_pairs())
     predictions, histories = {}, {}
     for variant in ("on", "off"):
-        params = studies.ablation_params(TINY["emdiffuse"], {"iterations": 6, "patch": 16}, variant)
+        params = loss_ablation.ablation_params(TINY["emdiffuse"], {"iterations": 6, "patch": 16}, variant)
         model, history = tmp_path / variant / "model.pt", tmp_path / variant / "history.csv"
         steps.train("emdiffuse", params, tmp_path / "train.npz", 11, model, history, progress=False)
         predictions[variant], histories[variant] = tmp_path / variant / "test.npz", history
         steps.predict([model], [study_files / "subset.npz"], 5, [predictions[variant]], progress=False)
     assert "difficulty" in load_npz(predictions["on"]) and "difficulty" not in load_npz(predictions["off"])
     about = {"task": "denoise", "dataset": "toy", "crop": 32}
-    studies.loss_ablation(predictions, histories, study_files / "subset.npz", METRICS, "6 iterations", about,
+    loss_ablation.loss_ablation(predictions, histories, study_files / "subset.npz", METRICS, "6 iterations", about,
                           tmp_path / "a.csv", tmp_path / "a.md", threshold=0.12)
     table = pd.read_csv(tmp_path / "a.csv")
     assert list(table["method"]) == ["loss on", "loss off"] and (table["n"] == 2).all()

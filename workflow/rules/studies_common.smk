@@ -2,7 +2,8 @@
 # their rules are in sampling.smk and ablation.smk. Included before report.smk: final_outputs()
 # (common.smk) adds study_outputs() to `all` and to the stage timings.
 
-from emdiffuse.studies import ablation_params, check_studies
+from emdiffuse.studies import check_studies
+from emdiffuse.studies.loss_ablation import ablation_params
 from emdiffuse.tables import describe_budget
 
 check_studies(config)

@@ -1,75 +1,36 @@
-"""Two EMDiffuse studies beside the main tables, and their workflow steps.
+"""Quality versus sampling steps (config ``sampling_study``).
 
-* **Quality versus sampling steps** (config ``sampling_study``): one trained model, a subset of
-  its test set, every sampler x number of steps at one seed (every setting starts from the same
-  noise, so differences are the sampler's, not the draw's), scored with the table metrics and timed
-  (seconds of sampling per megapixel of output, K samples included). The reference is the first
-  sampler at its most steps (default: the official ancestral sampler at its documented 1000); a
-  setting *matches* it when it is worse by at most a tolerance (issue: LPIPS 0.01, FSIM 0.005).
-  Every chain starts from pure noise (official); the default sampler also starts from the degraded
-  input (``diffusion.INITS``) wherever its chain starts above alpha_bar 0.01, and runs its configured
-  setting at the other network precision (bf16 vs fp32).
-* **Difficulty-aware loss on/off** (config ``loss_ablation``): EMDiffuse trained twice at the same
-  reduced budget and seed, once with the paper's heteroscedastic loss and once with plain MSE,
-  sampled alike, scored on the same test subset, with how well each variant's uncertainty (and the
-  loss-on variant's difficulty map) points at its errors.
-
-Both score a subset of the test pairs (:func:`pair_subset`): ``images`` spread evenly over the
-test set (several slices and noise levels) and centre-cropped, to fit a CPU budget.
+One trained model, a subset of its test set, every sampler x number of steps at one seed (every
+setting starts from the same noise, so differences are the sampler's, not the draw's), scored with
+the table metrics and timed (seconds of sampling per megapixel of output, K samples included). The
+reference is the first sampler at its most steps; a setting *matches* it when it is worse by at
+most a tolerance (issue: LPIPS 0.01, FSIM 0.005). Every chain starts from pure noise (official);
+the default sampler also starts from the degraded input (``diffusion.INITS``) wherever its chain
+starts above alpha_bar 0.01, and runs its configured setting at the other network precision
+(bf16 vs fp32).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from . import markdown
-from .config import ConfigError
-from .io import atomic_path, load_npz, save_npz, write_text
-from .pairs import PAIR_KEYS
-from .patches import pair_scale
+from .. import markdown
+from ..config import ConfigError
+from ..io import atomic_path, load_npz, write_text
+from ..pairs import PAIR_KEYS
+from ..patches import pair_scale
 
 SUMMARY_KEYS = ["sampler", "init", "steps", "precision"]
+
+
 INIT_MIN_ALPHA_BAR = 0.01  # init "condition" runs only where the chain starts above this
+
+
 DEFAULT_TOLERANCE = {"LPIPS": 0.01, "FSIM": 0.005}  # issue 3: "LPIPS within 0.01, FSIM within 0.005"
-LOSS_VARIANTS = {"on": True, "off": False}  # wildcard value -> train.difficulty_loss
-
-
-# --- the test subset ---------------------------------------------------------------------------
-
-
-def pair_subset(pairs: dict, images: int, crop: int, *, where: str = "subset") -> dict:
-    """``images`` pairs spread evenly over the test set, centre-cropped to ``crop`` target pixels.
-
-    For super-resolution the input is cropped to ``crop / factor`` on the same centre, so the
-    pair stays aligned. ``index`` records which test images were taken.
-    """
-    targets, inputs = pairs["targets"], pairs["inputs"]
-    factor = pair_scale(inputs, targets)
-    n = len(targets)
-    if not 1 <= images <= n:
-        raise ConfigError(f"{where}.images: {images}, but the test set has {n} images")
-    if not factor <= crop <= min(targets.shape[-2:]) or crop % factor:
-        raise ConfigError(f"{where}.crop: {crop} must be at most the test image side {min(targets.shape[-2:])} "
-                          f"and a multiple of the super-resolution factor {factor}")
-    index = np.unique(np.round(np.linspace(0, n - 1, images)).astype(int))
-    size = crop // factor
-    y0, x0 = ((s - size) // 2 for s in inputs.shape[-2:])
-    return {
-        "inputs": inputs[index, y0:y0 + size, x0:x0 + size],
-        "targets": targets[index, y0 * factor:(y0 + size) * factor, x0 * factor:(x0 + size) * factor],
-        "level": pairs["level"][index],
-        "level_name": pairs["level_name"],
-        "index": index,
-    }
-
-
-# --- quality versus sampling steps -------------------------------------------------------------
 
 
 def sampling_settings(sampler: str, steps: list[int], limit: int | None, default: dict,
@@ -107,8 +68,8 @@ def sampling_rows(method, subset: dict, settings: list[dict], *, samples: int, s
     """
     import torch
 
-    from .models.methods import upsample
-    from .tables import evaluate_images
+    from ..models.methods import upsample
+    from ..tables import evaluate_images
 
     targets = subset["targets"]
     tiles = torch.from_numpy(np.ascontiguousarray(upsample(subset["inputs"], method.scale, "bilinear")))[:, None]
@@ -146,7 +107,7 @@ def sampling_summary(rows: pd.DataFrame, metrics: list[str], *, tolerance: dict[
     of its rows use. A setting matches when no toleranced metric is worse than the reference's by more
     than its tolerance (better is fine). Returns the table and the reference setting.
     """
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     run = rows[rows["note"].isna()] if "note" in rows else rows
     first = run[run["sampler"] == run["sampler"].iloc[0]]
@@ -185,7 +146,7 @@ def sampling_summary(rows: pd.DataFrame, metrics: list[str], *, tolerance: dict[
 def sampling_markdown(table: pd.DataFrame, reference: dict, metrics: list[str], *, tolerance: dict[str, float],
                       about: dict) -> str:
     """The quality-versus-steps table, the reference named, matching settings marked, caveats stated."""
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     ref_name = f"{reference['sampler']}, {reference['steps']} steps ({reference['precision']}, init {reference['init']})"
     tol = ", ".join(f"{m} {t:g}" for m, t in tolerance.items())
@@ -229,7 +190,7 @@ def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str],
                        input_means: dict[str, float]) -> list[str]:
     """Plain-language lines: the fastest matching setting per sampler, what bf16 costs, and whether
     the reference itself is a good yardstick (beaten by shorter chains, or by the degraded input)."""
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     run = table[table["note"].isna()] if "note" in table else table
     lines = []
@@ -268,137 +229,14 @@ def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str],
     return lines
 
 
-# --- difficulty-aware loss on / off ------------------------------------------------------------
-
-
-def ablation_params(method_params: dict, ablation: dict, variant: str) -> dict:
-    """EMDiffuse's config with the ablation's budget and the loss switched on or off.
-
-    Only ``iterations`` and ``patch`` (and the loss) change, identically for both variants; the
-    loss-on variant also predicts its difficulty map.
-    """
-    if variant not in LOSS_VARIANTS:
-        raise ConfigError(f"loss_ablation: variant must be one of {list(LOSS_VARIANTS)}, got {variant!r}")
-    params = copy.deepcopy(method_params)
-    params["train"].update(iterations=int(ablation["iterations"]), patch=int(ablation["patch"]),
-                           difficulty_loss=LOSS_VARIANTS[variant])
-    params.setdefault("predict", {})["difficulty"] = LOSS_VARIANTS[variant]
-    return params
-
-
-def _pixel_spearman(maps: np.ndarray, errors: np.ndarray) -> float:
-    """Mean over images of the per-pixel Spearman correlation between a map and the absolute error."""
-    values = [spearmanr(m.ravel(), e.ravel()).statistic for m, e in zip(maps, errors)]
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def ablation_self_assessment(pred: dict, targets: np.ndarray, rows: pd.DataFrame, threshold: float,
-                             *, error_metric: str = "LPIPS", bad_quantile: float = 0.8) -> dict:
-    """How well a variant's uncertainty (and difficulty map) flags its errors, image- and pixel-wise."""
-    from .metrics.calibration import calibration_table
-
-    errors = rows[error_metric].to_numpy(dtype=np.float64)
-    abs_error = np.abs(pred["prediction"] - targets)
-    out = {"reliability_mean": float("nan"), "flagged": 0, "spearman_reliability": float("nan"),
-           "recall": float("nan"), "precision": float("nan"), "pixel_spearman_uncertainty": float("nan"),
-           "difficulty_mean": float("nan"), "spearman_difficulty": float("nan"),
-           "pixel_spearman_difficulty": float("nan")}
-    if "uncertainty" in pred:
-        cal = calibration_table(rows["reliability"].to_numpy(), errors, threshold,
-                                float(np.quantile(errors, bad_quantile)))
-        out.update(reliability_mean=float(rows["reliability"].mean()), flagged=int(rows["unreliable"].sum()),
-                   spearman_reliability=cal["spearman"], recall=cal["recall"], precision=cal["precision"],
-                   pixel_spearman_uncertainty=_pixel_spearman(pred["uncertainty"], abs_error))
-    if "difficulty" in pred:
-        per_image = pred["difficulty"].reshape(len(errors), -1).mean(axis=1)
-        constant = np.ptp(per_image) == 0 or len(errors) < 3
-        out.update(difficulty_mean=float(per_image.mean()),
-                   spearman_difficulty=float("nan") if constant else float(spearmanr(per_image, errors).statistic),
-                   pixel_spearman_difficulty=_pixel_spearman(pred["difficulty"], abs_error))
-    return out
-
-
-ASSESSMENT_COLUMNS = [
-    ("reliability_mean", "reliability (mean)"), ("flagged", "flagged"),
-    ("spearman_reliability", "Spearman(reliability, LPIPS)"), ("recall", "recall"), ("precision", "precision"),
-    ("pixel_spearman_uncertainty", "pixel Spearman(std, abs error)"),
-    ("spearman_difficulty", "Spearman(difficulty, LPIPS)"),
-    ("pixel_spearman_difficulty", "pixel Spearman(difficulty, abs error)"),
-    ("final_loss", "final training loss"), ("train_seconds", "training s"),
-]
-
-
-def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: list[str], *, budget: str,
-                      about: dict, threshold: float) -> str:
-    """The metric table (as the task tables) followed by the self-assessment per variant."""
-    from .tables import to_markdown
-
-    text = to_markdown(table, metrics, title=f"Difficulty-aware loss on / off: EMDiffuse, {about['task']} / "
-                       f"{about['dataset']}", budgets={m: budget for m in table["method"].unique()},
-                       threshold=threshold)
-    lines = ["", f"Both variants: same seed, data, budget and sampling; {about['images']} test images (indices "
-             f"{about['index']}), centre crop {about['crop']} px. 'loss on' trains with the paper's difficulty-aware "
-             "loss (per-pixel log-scale head, mean(0.5 [exp(-2s) (eps - eps_hat)^2 + 2s])), 'loss off' with plain MSE "
-             "on the noise. The two training losses are on different scales and not comparable.", "",
-             "## Self-assessment", "",
-             f"Reliability: 99th percentile of the K-sample std map; flagged above {threshold:g}; recall: share of the "
-             "variant's worst 20 % images (LPIPS) the threshold flags; precision: share of flagged images among those "
-             "worst. Pixel Spearman: per image, "
-             "between the map and |prediction - ground truth|, averaged. Difficulty: the loss-on variant's predicted "
-             "log error scale (higher = harder), mean over the image.", ""]
-    rows = []
-    for _, r in assessment.iterrows():
-        cells = [r["method"]]
-        for key, _ in ASSESSMENT_COLUMNS:
-            v = r[key]
-            cells.append("—" if pd.isna(v) else f"{int(v)}/{int(r['n'])}" if key == "flagged"
-                         else f"{v:.1f}" if key == "train_seconds" else f"{v:.4f}")
-        rows.append(cells)
-    lines += markdown.table(["variant", *(name for _, name in ASSESSMENT_COLUMNS)], rows)
-    return text + "\n".join(lines) + "\n"
-
-
-# --- workflow steps ------------------------------------------------------------------------------
-
-
-def check_studies(config: dict) -> None:
-    """A study names an image-pair task and dataset of the config and a method with settings."""
-    for key in ("sampling_study", "loss_ablation"):
-        study = config.get(key)
-        if study is None:
-            continue
-        image_tasks = {name: t for name, t in config.get("tasks", {}).items() if "pairs" in t}
-        task = image_tasks.get(study["task"])
-        if task is None:
-            raise ConfigError(f"{key}.task: '{study['task']}' is not an image-pair task of this config "
-                              f"(tasks with pairs: {sorted(image_tasks)})")
-        if study["dataset"] not in task["datasets"]:
-            raise ConfigError(f"{key}.dataset: '{study['dataset']}' is not among tasks.{study['task']}.datasets "
-                              f"{task['datasets']}")
-        method = study.get("method", "emdiffuse")
-        if method not in config.get("methods", {}):  # trained by the task's train rule, in its table or not
-            raise ConfigError(f"{key}.method: '{method}' has no settings under 'methods' (the study trains and "
-                              f"samples its model on tasks.{study['task']})")
-    ablation = config.get("loss_ablation")
-    if ablation is not None and "LPIPS" not in ablation.get("metrics", ["LPIPS"]):
-        raise ConfigError("loss_ablation.metrics: must include LPIPS (the self-assessment ranks images by it)")
-
-
-def make_subset(pairs_path: str, images: int, crop: int, out_path: str, *, where: str = "subset") -> None:
-    """Write the test subset a study scores (see :func:`pair_subset`)."""
-    pairs = load_npz(pairs_path, required=PAIR_KEYS)
-    save_npz(out_path, **pair_subset(pairs, int(images), int(crop), where=where))
-
-
 def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, seed: int, out_path: str, *,
                  task: str, dataset: str, threads: int | None = None, progress: bool = True) -> None:
     """One sampler's rows of the quality-versus-steps table (every configured step count)."""
     import torch
 
-    from .device import pick_device, set_threads
-    from .models.diffusion import resolve_precision
-    from .models.registry import load_method
+    from ..device import pick_device, set_threads
+    from ..models.diffusion import resolve_precision
+    from ..models.registry import load_method
 
     set_threads(threads)
     method = load_method(model_path, device=pick_device())
@@ -422,8 +260,8 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
 def input_scores(subset: dict, metrics: list[str], *, task: str, dataset: str) -> dict[str, float]:
     """Mean scores of the degraded input itself on the subset (cubic upsampling for super-resolution,
     as the ``input`` method does): the floor any sampler setting, the reference included, should beat."""
-    from .models.registry import build_method
-    from .tables import evaluate_images
+    from ..models.registry import build_method
+    from ..tables import evaluate_images
 
     baseline = build_method("input", {}, device="cpu", seed=0)
     baseline.scale = pair_scale(subset["inputs"], subset["targets"])  # all a non-learned method knows
@@ -436,7 +274,7 @@ def input_scores(subset: dict, metrics: list[str], *, task: str, dataset: str) -
 def sampling_table(run_csvs: list[str], subset_path: str, study: dict, about: dict, csv_path: str, md_path: str,
                    png_path: str) -> None:
     """Gather the samplers' rows into ``sampling.{csv,md}`` and the figure."""
-    from .plots.sampling import sampling_figure
+    from ..plots.sampling import sampling_figure
 
     rows = pd.concat([pd.read_csv(p) for p in run_csvs], ignore_index=True)
     if "note" not in rows:
@@ -453,31 +291,3 @@ def sampling_table(run_csvs: list[str], subset_path: str, study: dict, about: di
     write_text(md_path, sampling_markdown(table, reference, study["metrics"], tolerance=tolerance, about=about))
     sampling_figure(png_path, table, reference, study["metrics"], tolerance=tolerance,
                     title=f"EMDiffuse sampling: {about['task']} / {about['dataset']}")
-
-
-def loss_ablation(predictions: dict[str, str], histories: dict[str, str], subset_path: str, metrics: list[str],
-                  budget: str, about: dict, csv_path: str, md_path: str, *, threshold: float) -> None:
-    """Score both variants on the subset; write the metric table and the self-assessment summary."""
-    from .tables import evaluate_images, summarize
-
-    subset = load_npz(subset_path, required=PAIR_KEYS + ("index",))
-    frames, assessment = [], []
-    for variant, path in predictions.items():
-        name = f"loss {variant}"
-        pred = load_npz(path, required=("prediction",))
-        rows = evaluate_images(pred["prediction"], subset["targets"], subset["level"], subset["level_name"], metrics,
-                               task=about["task"], dataset=about["dataset"], method=name,
-                               uncertainty=pred.get("uncertainty"), threshold=threshold)
-        history = pd.read_csv(histories[variant])
-        record = {"method": name, "n": len(rows), **ablation_self_assessment(pred, subset["targets"], rows, threshold),
-                  "final_loss": float(history["loss"].tail(50).mean()), "train_seconds": float(history["seconds"].iloc[-1])}
-        frames.append(rows)
-        assessment.append(record)
-    names = [f"loss {v}" for v in predictions]
-    table = summarize(pd.concat(frames, ignore_index=True), metrics, names)
-    assessment = pd.DataFrame(assessment)
-    pooled = table[table["level"] == "all"].merge(assessment.drop(columns=["n", "reliability_mean"]), on="method")
-    with atomic_path(csv_path) as tmp:
-        pooled.to_csv(tmp, index=False)
-    about = dict(about, images=len(subset["targets"]), index=[int(i) for i in subset["index"]])
-    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about, threshold=threshold))
