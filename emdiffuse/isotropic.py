@@ -89,12 +89,6 @@ def is_sampled(method: str, params: dict) -> bool:
     return int(predict.get("samples", 1)) > 1
 
 
-def train_params(params: dict) -> dict:
-    """What training depends on: everything but the ``predict`` block (changing how to predict
-    must not retrain)."""
-    return {k: v for k, v in params.items() if k != "predict"}
-
-
 def has_labels(entry: dict, classes: list[str]) -> bool:
     """Can the dataset's prepared labels.npz hold these classes? (phantom: always; others: by config)."""
     if entry["kind"] == "phantom":

@@ -86,13 +86,18 @@ def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
 
 
 def train(method: str, params: dict, pairs_path: str, seed: int, model_path: str, history_path: str,
-          *, factor: int = 1, threads: int | None = None, progress: bool = True, devices: int = 1) -> None:
+          *, factor: int = 1, threads: int | None = None, progress: bool = True, devices: int = 1,
+          predict: dict | None = None) -> None:
     """Fit a method on the training pairs.
 
     Training checkpoints go to ``checkpoint.pt`` beside the model, which Snakemake never
     deletes, so a killed run resumes where it stopped. ``devices`` > 1: data-parallel over that
     many GPUs (:mod:`emdiffuse.distributed`; gloo processes on a machine without CUDA).
+    ``predict``: the config's prediction settings, stored in the model file (so that ``emdiffuse
+    predict`` samples as the benchmark did) under those ``params`` give; not a training dependency.
     """
+    if predict:
+        params = {**params, "predict": {**predict, **params.get("predict", {})}}
     from .pairs import check_pairing
 
     pairs = load_npz(pairs_path, required=PAIR_KEYS)
@@ -122,11 +127,11 @@ def _train_rank(rank: int, devices: int, method: str, params: dict, pairs_path: 
 
 
 def predict(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths: list[str], *,
-            threads: int | None = None, progress: bool = True) -> None:
+            threads: int | None = None, progress: bool = True, settings: dict | None = None) -> None:
     """Restore every input of each (model, pairs) job in one process (a model's test and held-out
     calibration pairs, or the transfer variants of one method); stochastic methods also write their
     uncertainty maps. Every job gets the same seed, so variants differ only in their weights; each
-    model file is loaded once."""
+    model file is loaded once. ``settings``: prediction settings over those of the model files."""
     from .device import pick_device, seed_everything, set_threads
     from .models.registry import load_method
 
@@ -137,7 +142,8 @@ def predict(model_paths: list[str], pairs_paths: list[str], seed: int, out_paths
         if model_path not in models:
             models[model_path] = load_method(model_path, device=device)
         seed_everything(seed)
-        save_npz(out_path, **models[model_path].predict(pairs["inputs"], seed=seed, progress=progress))
+        save_npz(out_path, **models[model_path].predict(pairs["inputs"], seed=seed, progress=progress,
+                                                        **(settings or {})))
 
 
 def evaluate(task: str, dataset: str, predictions: dict[str, str], pairs_path: str, metrics: list[str],

@@ -175,7 +175,9 @@ def test_config_helpers_and_checks():
     assert iso.segmented_datasets(config) == ["p"]
     assert iso.is_sampled("vemdiffuse_i", {}) and not iso.is_sampled("linear", {})
     assert not iso.is_sampled("vemdiffuse_i", {"predict": {"samples": 1}})
-    assert "predict" not in iso.train_params({"train": {}, "predict": {"steps": 3}})
+    from emdiffuse.models.catalog import train_params
+
+    assert "predict" not in train_params({"train": {}, "predict": {"steps": 3}})
     assert "test sections themselves" in iso.budget("vemdiffuse_a", config["methods"]["vemdiffuse_a"])
 
     bad = copy.deepcopy(config)

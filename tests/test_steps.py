@@ -98,3 +98,26 @@ def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
     assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 |" in md
     assert "| all | all | score / contrast (> each model's) | 20 |" in md
     assert imread(f"{out}.png").shape[0] > 100
+
+
+def test_the_model_file_keeps_the_configs_prediction_settings_and_predict_overrides_them(tmp_path):
+    """Training takes the config's prediction settings only to store them (``emdiffuse predict`` then
+    samples as the benchmark did); the prediction step's settings win over the stored ones."""
+    import torch
+
+    from emdiffuse.io import save_npz
+    from emdiffuse.models.registry import load_method
+    from emdiffuse.steps import predict, train
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((4, 16, 16)).astype(np.float32)
+    pairs = tmp_path / "pairs.npz"
+    save_npz(pairs, inputs=clean, targets=clean, level=np.zeros(4, np.int16), level_name=np.array(["n"]))
+    params = {"model": {"preset": "tiny"}, "train": {"iterations": 1, "batch_size": 2, "patch": 16, "warmup": 0}}
+    train("emdiffuse", params, str(pairs), 0, str(tmp_path / "model.pt"), str(tmp_path / "history.csv"),
+          progress=False, predict={"steps": 3, "samples": 1, "tile": 16, "overlap": 0})
+    stored = load_method(tmp_path / "model.pt", device=torch.device("cpu")).params["predict"]
+    assert (stored["steps"], stored["samples"]) == (3, 1)
+    predict([str(tmp_path / "model.pt")], [str(pairs)], 0, [str(tmp_path / "p.npz")], progress=False,
+            settings={"samples": 2})
+    assert np.load(tmp_path / "p.npz")["uncertainty"].shape == clean.shape  # K = 2 from the settings

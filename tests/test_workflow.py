@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -346,6 +347,15 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     again = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                       f"--configfile={repo / 'config' / 'test.yaml'}", "all")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # how to sample is not how to train: other prediction settings re-predict and never retrain
+    resampled = copy.deepcopy(test_config)
+    resampled["methods"]["emdiffuse"]["predict"]["steps"] += 1
+    (tmp_path / "resampled.yaml").write_text(yaml.safe_dump(resampled, sort_keys=False))  # key order is in params
+    plan = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                     f"--configfile={tmp_path / 'resampled.yaml'}", "all")
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout + plan.stderr, re.M))
+    assert {"predict", "transfer_predict", "loss_ablation_predict"} <= jobs
+    assert not jobs & {"train", "transfer_scratch", "transfer_finetune", "loss_ablation_train"}
     # the HTML report (README): the workflow description and the captions of tables and figures
     report = tmp_path / "report.html"
     snakemake(repo, "--cores", "1", "--directory", str(tmp_path), f"--configfile={repo / 'config' / 'test.yaml'}",

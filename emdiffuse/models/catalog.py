@@ -49,6 +49,12 @@ def merge_params(defaults: dict, given: Any, where: str) -> dict:
     return merged
 
 
+def train_params(params: dict) -> dict:
+    """What training depends on: a method's settings but the ``predict`` block (changing how to
+    predict must not retrain; the prediction jobs take it from the config)."""
+    return {k: v for k, v in params.items() if k != "predict"}
+
+
 def registry_entry(table: dict, name: str, where: str, what: str = "method"):
     """``table[name]``, or an error naming ``where`` and the known names (method registries)."""
     if name not in table:

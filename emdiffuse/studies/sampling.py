@@ -230,8 +230,11 @@ def _sampling_findings(table: pd.DataFrame, reference: dict, metrics: list[str],
 
 
 def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, seed: int, out_path: str, *,
-                 task: str, dataset: str, threads: int | None = None, progress: bool = True) -> None:
-    """One sampler's rows of the quality-versus-steps table (every configured step count)."""
+                 task: str, dataset: str, threads: int | None = None, progress: bool = True,
+                 settings: dict | None = None) -> None:
+    """One sampler's rows of the quality-versus-steps table (every configured step count);
+    ``settings``: the config's prediction settings of the model (its configured sampler), over the
+    model file's."""
     import torch
 
     from ..device import pick_device, set_threads
@@ -244,8 +247,8 @@ def sampling_run(model_path: str, subset_path: str, sampler: str, study: dict, s
     if subset["targets"].shape[-1] % method.multiple:
         raise ConfigError(f"sampling_study.crop: {subset['targets'].shape[-1]} must be a multiple of {method.multiple}")
     limit = method.diffusion.max_steps(sampler)
-    configured = {**method.params["predict"],
-                  "precision": resolve_precision(method.params["predict"]["precision"], method.device)}
+    configured = method.predict_settings(settings)
+    configured = {**configured, "precision": resolve_precision(configured["precision"], method.device)}
     settings, skipped = sampling_settings(sampler, study["steps"], limit, configured,
                                           lambda n: method.diffusion.start_alpha_bar(sampler, n))
     rows = sampling_rows(method, subset, settings, samples=study["samples"], seed=seed, metrics=study["metrics"],

@@ -53,6 +53,7 @@ rule loss_ablation_predict:
     params:
         code=code_digest("model", "studies"),
         seed=study_seed("loss_ablation"),
+        settings=ablation_predict_settings,
     script:
         "../scripts/predict.py"
 

@@ -6,7 +6,7 @@ from emdiffuse.budget import apply_budget
 from emdiffuse.config import check_references, derived_seed, drop_null_blocks, export_repository, write_workflow_schema
 from emdiffuse.datasets import fill_voxel_sizes
 from emdiffuse.isotropic import is_anisotropic_voxel
-from emdiffuse.models.catalog import IMAGE, VOLUME
+from emdiffuse.models.catalog import IMAGE, VOLUME, train_params
 from emdiffuse.provenance import code_digest
 from emdiffuse.tables import describe_budget
 
@@ -164,8 +164,15 @@ def phantom_volumes(wildcards):
 
 
 def method_params(wildcards):
-    """A method's settings with the config-wide `budget` applied (same steps or seconds for all)."""
-    return apply_budget(config["methods"][wildcards.method], config.get("budget"))
+    """What a method trains with: its settings but `predict` (the prediction jobs take those), with the
+    config-wide `budget` applied (same steps or seconds for all)."""
+    return train_params(apply_budget(config["methods"][wildcards.method], config.get("budget")))
+
+
+def predict_settings(wildcards):
+    """How a method predicts: its config's `predict` block, over the settings its model file holds
+    (so that other prediction settings re-predict without retraining)."""
+    return config["methods"][wildcards.method].get("predict", {})
 
 
 def train_priority(wildcards):
@@ -323,7 +330,7 @@ def transfer_finetune_train(wildcards):
 
 
 def transfer_scratch_params(wildcards):
-    return transfer_lib.scratch_params(config, wildcards.method)
+    return train_params(transfer_lib.scratch_params(config, wildcards.method))
 
 
 def transfer_predict_seed(wildcards):

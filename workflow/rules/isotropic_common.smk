@@ -70,7 +70,7 @@ def volume_training_file(wildcards):
 
 def volume_train_params(wildcards):
     """The method's config without its predict block (changing how to predict must not retrain)."""
-    return iso.train_params(config["methods"][wildcards.method])
+    return train_params(config["methods"][wildcards.method])
 
 
 def volume_predict_inputs(wildcards):

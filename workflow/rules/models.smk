@@ -48,5 +48,6 @@ rule predict:
     params:
         code=code_digest("model", "steps"),
         seed=job_seed,
+        settings=predict_settings,
     script:
         "../scripts/predict.py"

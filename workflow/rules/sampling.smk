@@ -49,6 +49,7 @@ rule sampling_run:
     params:
         code=code_digest("model", "studies"),
         study=sampling_params,
+        settings=sampling_settings,
         seed=study_seed("sampling_study"),
     script:
         "../scripts/sampling_run.py"

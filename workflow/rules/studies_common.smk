@@ -68,6 +68,11 @@ def sampling_params(wildcards):
     return {key: SAMPLING[key] for key in ("steps", "samples", "metrics")}
 
 
+def sampling_settings(wildcards):
+    """The study's model's prediction settings in the config (its configured sampler and steps)."""
+    return config["methods"][SAMPLING["method"]].get("predict", {})
+
+
 def sampling_model(wildcards):
     return f"results/models/{wildcards.task}/{wildcards.dataset}/{SAMPLING['method']}/model.pt"
 
@@ -94,8 +99,14 @@ def sampling_about(wildcards):
 
 
 def ablation_method_params(wildcards):
-    """EMDiffuse's settings at the ablation budget, with the difficulty-aware loss on or off."""
-    return ablation_params(config["methods"]["emdiffuse"], ABLATION, wildcards.variant)
+    """What the variant trains with: EMDiffuse's settings at the ablation budget, with the
+    difficulty-aware loss on or off (its prediction settings: ablation_predict_settings)."""
+    return train_params(ablation_params(config["methods"]["emdiffuse"], ABLATION, wildcards.variant))
+
+
+def ablation_predict_settings(wildcards):
+    """How the variant predicts: EMDiffuse's, and the loss-on variant also its difficulty map."""
+    return ablation_params(config["methods"]["emdiffuse"], ABLATION, wildcards.variant)["predict"]
 
 
 def ablation_subset(wildcards):

@@ -130,6 +130,7 @@ rule transfer_predict:
     params:
         code=code_digest("model", "transfer"),
         seed=transfer_predict_seed,
+        settings=predict_settings,
     script:
         "../scripts/transfer_predict.py"
 

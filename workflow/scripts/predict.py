@@ -14,4 +14,5 @@ predict(
     snakemake.params.seed,
     [out for _, out in jobs],
     threads=snakemake.threads,
+    settings=snakemake.params.settings,  # the config's prediction settings, over the model file's
 )

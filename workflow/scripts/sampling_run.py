@@ -14,4 +14,5 @@ sampling_run(
     task=snakemake.wildcards.task,
     dataset=snakemake.wildcards.dataset,
     threads=snakemake.threads,
+    settings=snakemake.params.settings,
 )

@@ -14,5 +14,7 @@ train(
     snakemake.output.history,
     factor=snakemake.params.factor,
     threads=snakemake.threads,
+    # read here, not a rule param: how to predict is stored with the model but must not retrain it
+    predict=snakemake.config["methods"][snakemake.params.method].get("predict"),
     devices=devices_for(snakemake.resources.get("gpu", 0)),  # > 1: data-parallel over the job's GPUs
 )

@@ -11,4 +11,5 @@ predict(
     snakemake.params.seed,
     [snakemake.output[v] for v in variants],
     threads=snakemake.threads,
+    settings=snakemake.params.settings,
 )
