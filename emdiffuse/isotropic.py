@@ -307,6 +307,7 @@ def predict_volume(method: str, params: dict, z_factor: int, model_path: str | N
     seed_everything(seed)
     sections, voxel = read_volume(sections_path)
     model, settings = load_for_prediction(method, params, z_factor, model_path, seed)
+    print(f"{method}: predicting with {settings}")
     out = model.predict(sections, seed=seed, progress=progress, **settings)
     if ("uncertainty" in out) != (uncertainty_path is not None):
         raise ValueError(f"{method}: prediction {'has' if 'uncertainty' in out else 'has no'} uncertainty "

@@ -355,6 +355,9 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
                      f"--configfile={tmp_path / 'resampled.yaml'}", "all")
     jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout + plan.stderr, re.M))
     assert {"predict", "transfer_predict", "loss_ablation_predict"} <= jobs
+    logged = (tmp_path / "logs" / "predict_volume_sampled" / "phantom_vem" / "vemdiffuse_i.log").read_text()
+    configured = test_config["methods"]["vemdiffuse_i"]["predict"]
+    assert all(f"'{key}': {value!r}" in logged for key, value in configured.items())  # the config's, not defaults
     assert not jobs & {"train", "transfer_scratch", "transfer_finetune", "loss_ablation_train"}
     # the HTML report (README): the workflow description and the captions of tables and figures
     report = tmp_path / "report.html"

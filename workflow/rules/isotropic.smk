@@ -115,7 +115,7 @@ rule predict_volume:
         gpu=lambda wildcards: int(iso.learned(wildcards.method)),  # interpolation needs none
     params:
         code=code_digest("model", "isotropic"),
-        method_params=method_params,
+        method_params=volume_predict_params,
         z_factor=volume_z_factor,
         seed=job_seed,
     script:

@@ -68,6 +68,12 @@ def volume_training_file(wildcards):
     return f"data/pairs/isotropic/{wildcards.dataset}/{name}.tif"
 
 
+def volume_predict_params(wildcards):
+    """A volume method's settings as prediction uses them: its `predict` block (and, for a method
+    that does not learn, all it is built from)."""
+    return config["methods"][wildcards.method]
+
+
 def volume_train_params(wildcards):
     """The method's config without its predict block (changing how to predict must not retrain)."""
     return train_params(config["methods"][wildcards.method])
