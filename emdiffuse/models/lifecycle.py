@@ -138,6 +138,12 @@ class Model:
     def _check_predict(self, settings: dict) -> None:
         """Refuse prediction settings this model cannot use (names ``<config_key>.predict.<key>``)."""
 
+    def _check_choices(self, settings: dict, choices: dict[str, tuple]) -> None:
+        """Each ``settings[key]`` one of ``choices[key]``, or an error naming the config key."""
+        for key, allowed in choices.items():
+            if settings[key] not in allowed:
+                raise ValueError(f"{self.config_key}.predict.{key}: {settings[key]!r} is not one of {allowed}")
+
     # --- training --------------------------------------------------------------------------------
 
     def _train(self, net: torch.nn.Module, loss_fn: Callable, sampler, data: tuple[np.ndarray, ...],

@@ -271,12 +271,9 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     def _check_predict(self, settings):
         from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS
 
-        where = f"{self.config_key}.predict"
-        for key, allowed in (("sampler", SAMPLERS), ("precision", PRECISIONS), ("init", INITS)):
-            if settings[key] not in allowed:
-                raise ValueError(f"{where}.{key}: {settings[key]!r} is not one of {allowed}")
+        self._check_choices(settings, {"sampler": SAMPLERS, "precision": PRECISIONS, "init": INITS})
         if settings["difficulty"] and not self.params["train"]["difficulty_loss"]:
-            raise ValueError(f"{where}.difficulty: needs train.difficulty_loss: true")
+            raise ValueError(f"{self.config_key}.predict.difficulty: needs train.difficulty_loss: true")
 
     def _build(self):
         from emdiffuse.models.diffusion import ConditionalDiffusion

@@ -215,9 +215,7 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
         from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS
         from emdiffuse.models.vemdiffuse import INITS, Z_NOISE
 
-        for key, allowed in (("sampler", SAMPLERS), ("precision", PRECISIONS), ("init", INITS), ("z_noise", Z_NOISE)):
-            if settings[key] not in allowed:
-                raise ValueError(f"{self.name}.predict.{key}: {settings[key]!r} is not one of {allowed}")
+        self._check_choices(settings, {"sampler": SAMPLERS, "precision": PRECISIONS, "init": INITS, "z_noise": Z_NOISE})
 
     def _build(self):
         from emdiffuse.models.diffusion import ConditionalDiffusion
