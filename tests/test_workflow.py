@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import subprocess
 import sys
 
@@ -198,6 +197,7 @@ def readme_line(repo, marker):
 
 
 def planned_rules(out):
+    """The rules of a dry run, from its job-stats table (what each job reads: tests/test_plan.py)."""
     stats = out[out.index("Job stats"):out.index("total")]
     return {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}
 
@@ -234,38 +234,12 @@ def test_table_target_builds_only_that_table(repo, tmp_path):
     assert "rule table:" in out and "rule timings:" not in out and "rule phantom_figure:" not in out
 
 
-def dry_run_jobs(text):
-    """(rule, {field: value}) for every job block of a dry run's output."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
-        head = re.match(r"(?:local)?rule (\w+):\n", block)
-        if head:
-            fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
-            jobs.append((head.group(1), fields))
-    return jobs
-
-
 def test_table_isotropic_builds_its_table_segmentation_and_figures(repo, tmp_path):
     proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
                      f"--configfile={repo / 'config' / 'config.yaml'}", "table_isotropic")
-    rules = {rule for rule, _ in dry_run_jobs(proc.stdout + proc.stderr)}
+    rules = planned_rules(proc.stdout)
     assert {"isotropic_table", "isotropic_figure", "segmentation_table", "mito3d_figure"} <= rules
     assert not rules & {"table", "train", "timings", "phantom_figure"}
-
-
-def test_vemdiffuse_a_trains_on_the_anisotropic_sections_only(repo, tmp_path, default_config):
-    """vEMDiffuse-a's training job reads ONLY the test sections (never the isotropic volume or the
-    ground truth); interpolation has no training job."""
-    proc = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
-                     f"--configfile={repo / 'config' / 'config.yaml'}", "all")
-    trains = {f["wildcards"]: f["input"] for rule, f in dry_run_jobs(proc.stdout + proc.stderr)
-              if rule == "train_volume"}
-    datasets = default_config["tasks"]["isotropic"]["datasets"]
-    for d in datasets:
-        assert trains[f"dataset={d}, method=vemdiffuse_a"] == f"data/pairs/isotropic/{d}/test_sections.tif"
-        assert trains[f"dataset={d}, method=vemdiffuse_i"] == f"data/pairs/isotropic/{d}/train_volume.tif"
-        assert trains[f"dataset={d}, method=srunet3d"] == f"data/pairs/isotropic/{d}/train_volume.tif"
-    assert len(trains) == 3 * len(datasets)  # linear and cubic are not learned
 
 
 def test_bad_config_stops_with_the_key_named(repo, tmp_path, test_config):
@@ -351,9 +325,8 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     resampled = copy.deepcopy(test_config)
     resampled["methods"]["emdiffuse"]["predict"]["steps"] += 1
     (tmp_path / "resampled.yaml").write_text(yaml.safe_dump(resampled, sort_keys=False))  # key order is in params
-    plan = snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
-                     f"--configfile={tmp_path / 'resampled.yaml'}", "all")
-    jobs = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout + plan.stderr, re.M))
+    jobs = planned_rules(snakemake(repo, "-n", "--cores", "2", "--directory", str(tmp_path),
+                                   f"--configfile={tmp_path / 'resampled.yaml'}", "all").stdout)
     assert {"predict", "transfer_predict", "loss_ablation_predict"} <= jobs
     logged = (tmp_path / "logs" / "predict_volume_sampled" / "phantom_vem" / "vemdiffuse_i.log").read_text()
     configured = test_config["methods"]["vemdiffuse_i"]["predict"]

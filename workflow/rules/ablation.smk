@@ -24,9 +24,9 @@ rule loss_ablation_train:
     params:
         code=code_digest("model", "studies"),
         method="emdiffuse",
-        method_params=ablation_method_params,
-        seed=study_seed("loss_ablation"),
-        factor=task_factor,
+        method_params=plan.studies.ablation_method_params,
+        seed=plan.studies.seed("loss_ablation"),
+        factor=plan.task_factor,
     script:
         "../scripts/train.py"
 
@@ -34,7 +34,7 @@ rule loss_ablation_train:
 rule loss_ablation_predict:
     input:
         model="results/loss_ablation/{task}/{dataset}/loss_{variant}/model.pt",
-        pairs=ablation_subset,
+        pairs=plan.studies.ablation_subset,
     output:
         predictions="results/loss_ablation/{task}/{dataset}/loss_{variant}/test.npz",
     log:
@@ -52,15 +52,15 @@ rule loss_ablation_predict:
         gpu=1,
     params:
         code=code_digest("model", "studies"),
-        seed=study_seed("loss_ablation"),
-        settings=ablation_predict_settings,
+        seed=plan.studies.seed("loss_ablation"),
+        settings=plan.studies.ablation_predict_settings,
     script:
         "../scripts/predict.py"
 
 
 rule loss_ablation_table:
     input:
-        unpack(ablation_inputs),
+        unpack(plan.studies.ablation_inputs),
     output:
         csv=report(
             "results/tables/loss_ablation.csv",
@@ -81,9 +81,9 @@ rule loss_ablation_table:
         runtime=10,
     params:
         code=code_digest("score", "studies"),
-        metrics=ablation_metrics,
-        budget=ablation_budget,
-        about=ablation_about,
+        metrics=plan.studies.ablation_metrics,
+        budget=plan.studies.ablation_budget,
+        about=plan.studies.ablation_about,
         threshold=config["reliability_threshold"],
     script:
         "../scripts/loss_ablation_table.py"
@@ -91,5 +91,5 @@ rule loss_ablation_table:
 
 rule table_loss_ablation:
     input:
-        require_study("loss_ablation", ablation_outputs),
+        plan.studies.required("loss_ablation"),
     localrule: True

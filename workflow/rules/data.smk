@@ -12,7 +12,7 @@ rule fetch_dataset:
         mem_mb=4000,
         runtime=240,
     params:
-        entry=dataset_entry,
+        entry=plan.datasets.entry,
         cache_dir=subpath(output.manifest, parent=True),
     script:
         "../scripts/fetch_dataset.py"
@@ -20,7 +20,7 @@ rule fetch_dataset:
 
 rule prepare_dataset:
     input:
-        remote_manifest,
+        plan.datasets.remote_manifest,
     output:
         volume="data/prepared/{dataset}/volume.tif",
         labels="data/prepared/{dataset}/labels.npz",
@@ -38,7 +38,7 @@ rule prepare_dataset:
         runtime=30,
     params:
         code=code_digest("data"),
-        entry=dataset_entry,
+        entry=plan.datasets.entry,
         seed=config["seed"],
     script:
         "../scripts/prepare_dataset.py"
@@ -65,8 +65,8 @@ rule make_pairs:
         runtime=30,
     params:
         code=code_digest("data", "steps"),
-        task=task_entry,
+        task=plan.image.task,
         split=config["split"],
-        seed=job_seed,
+        seed=plan.job_seed,
     script:
         "../scripts/make_pairs.py"

@@ -1,7 +1,7 @@
 rule evaluate:
     input:
-        predictions=dataset_predictions,
-        calibrations=dataset_calibrations,
+        predictions=plan.image.predictions,
+        calibrations=plan.image.calibrations,
         pairs="data/pairs/{task}/{dataset}/test.npz",
     output:
         metrics="results/metrics/{task}/{dataset}.csv",
@@ -17,7 +17,7 @@ rule evaluate:
         runtime=60,
     params:
         code=code_digest("score", "steps"),
-        metrics=task_metrics,
-        methods=task_methods,
+        metrics=plan.image.metrics,
+        methods=plan.image.methods,
     script:
         "../scripts/evaluate.py"

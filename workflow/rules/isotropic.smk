@@ -1,5 +1,5 @@
 # Isotropic volume reconstruction (vEMDiffuse-i/-a and baselines) and its segmentation mIoU.
-# Helpers: isotropic_common.smk; logic: emdiffuse/isotropic.py, emdiffuse/segmentation.py.
+# Plan: emdiffuse/plan/isotropic.py; logic: emdiffuse/isotropic.py, emdiffuse/segmentation.py.
 
 
 rule make_volume_pairs:
@@ -17,7 +17,7 @@ rule make_volume_pairs:
     benchmark:
         "benchmarks/make_volume_pairs/{dataset}.tsv"
     wildcard_constraints:
-        dataset=alternatives(ISO_SCORED),
+        dataset=alternatives(plan.iso.scored),
     priority: 30  # short, and every training job waits for it: before any of them
     conda:
         "../envs/data.yaml"
@@ -27,10 +27,10 @@ rule make_volume_pairs:
         runtime=30,
     params:
         code=code_digest("data", "isotropic"),
-        test_sections=ISO["test_sections"] if ISO else 0,
-        test_crop=ISO.get("test_crop") if ISO else None,
+        test_sections=plan.iso.test_sections,
+        test_crop=plan.iso.test_crop,
         gap=config["split"]["gap"],
-        z_factor=volume_z_factor,
+        z_factor=plan.iso.z_factor,
     script:
         "../scripts/make_volume_pairs.py"
 
@@ -46,7 +46,7 @@ rule make_volume_sections:
     benchmark:
         "benchmarks/make_volume_sections/{dataset}.tsv"
     wildcard_constraints:
-        dataset=alternatives(ISO_SECTIONS_ONLY),
+        dataset=alternatives(plan.iso.sections_only),
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -55,10 +55,10 @@ rule make_volume_sections:
         runtime=30,
     params:
         code=code_digest("data", "isotropic"),
-        test_sections=ISO["test_sections"] if ISO else 0,
-        test_crop=ISO.get("test_crop") if ISO else None,
+        test_sections=plan.iso.test_sections,
+        test_crop=plan.iso.test_crop,
         gap=config["split"]["gap"],
-        z_factor=volume_z_factor,
+        z_factor=plan.iso.z_factor,
     script:
         "../scripts/make_volume_pairs.py"
 
@@ -68,7 +68,7 @@ rule make_volume_sections:
 # Interpolation is not learned and has no training job.
 rule train_volume:
     input:
-        volume=volume_training_file,
+        volume=plan.iso.training_file,
     output:
         model="results/models/isotropic/{dataset}/{method}/model.pt",
         history="results/models/isotropic/{dataset}/{method}/history.csv",
@@ -77,7 +77,7 @@ rule train_volume:
     benchmark:
         "benchmarks/train_volume/{dataset}/{method}.tsv"
     wildcard_constraints:
-        method=alternatives(ISO_LEARNED),
+        method=alternatives(plan.iso.learned),
     priority: 10  # long jobs (vEMDiffuse): early, after EMDiffuse's
     conda:
         "../envs/torch.yaml"
@@ -85,19 +85,19 @@ rule train_volume:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=train_gpus,
+        gpu=plan.train_gpus,
     params:
         code=code_digest("model", "isotropic"),
-        method_params=volume_train_params,
-        z_factor=volume_z_factor,
-        seed=job_seed,
+        method_params=plan.iso.train_params,
+        z_factor=plan.iso.z_factor,
+        seed=plan.job_seed,
     script:
         "../scripts/train_volume.py"
 
 
 rule predict_volume:
     input:
-        unpack(volume_predict_inputs),
+        unpack(plan.iso.predict_inputs),
     output:
         prediction="results/predictions/isotropic/{dataset}/{method}/test.tif",
     log:
@@ -105,19 +105,19 @@ rule predict_volume:
     benchmark:
         "benchmarks/predict_volume/{dataset}/{method}.tsv"
     wildcard_constraints:
-        method=alternatives([m for m in ISO_METHODS if m not in ISO_SAMPLED]),
+        method=alternatives(plan.iso.unsampled),
     conda:
         "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=lambda wildcards: int(iso.learned(wildcards.method)),  # interpolation needs none
+        gpu=plan.iso.predict_gpus,  # interpolation needs none
     params:
         code=code_digest("model", "isotropic"),
-        method_params=volume_predict_params,
-        z_factor=volume_z_factor,
-        seed=job_seed,
+        method_params=plan.iso.predict_params,
+        z_factor=plan.iso.z_factor,
+        seed=plan.job_seed,
     script:
         "../scripts/predict_volume.py"
 
@@ -132,12 +132,12 @@ use rule predict_volume as predict_volume_sampled with:
     benchmark:
         "benchmarks/predict_volume/{dataset}/{method}.tsv"
     wildcard_constraints:
-        method=alternatives(ISO_SAMPLED),
+        method=alternatives(plan.iso.sampled),
 
 
 rule evaluate_volume:  # one job per dataset: the metric imports cost more than scoring a volume
     input:
-        unpack(volume_evaluate_inputs),
+        unpack(plan.iso.evaluate_inputs),
     output:
         metrics="results/metrics/isotropic/{dataset}.csv",
     log:
@@ -152,10 +152,10 @@ rule evaluate_volume:  # one job per dataset: the metric imports cost more than 
         runtime=60,
     params:
         code=code_digest("score", "isotropic"),
-        methods=lambda wildcards: iso_methods(wildcards.dataset),
-        sampled=volume_sampled_methods,
-        metrics=ISO["metrics"] if ISO else [],
-        planes_per_view=ISO.get("planes_per_view", 16) if ISO else 16,
+        methods=plan.iso.methods_of,
+        sampled=plan.iso.sampled_methods,
+        metrics=plan.iso.metrics,
+        planes_per_view=plan.iso.planes_per_view,
         threshold=config["reliability_threshold"],
     script:
         "../scripts/evaluate_volume.py"
@@ -163,7 +163,7 @@ rule evaluate_volume:  # one job per dataset: the metric imports cost more than 
 
 rule isotropic_table:
     input:
-        volume_metric_files,
+        plan.iso.metric_files,
     output:
         csv=report(
             "results/tables/isotropic.csv",
@@ -184,11 +184,11 @@ rule isotropic_table:
         runtime=10,
     params:
         code=code_digest("score", "isotropic"),
-        metrics=ISO["metrics"] if ISO else [],
-        methods=ISO_METHODS,
-        budgets=volume_budgets,
-        factors=volume_factors,
-        unscored=volume_unscored,
+        metrics=plan.iso.metrics,
+        methods=plan.iso.methods,
+        budgets=plan.iso.budgets,
+        factors=plan.iso.factors,
+        unscored=plan.iso.unscored,
         threshold=config["reliability_threshold"],
     script:
         "../scripts/isotropic_table.py"
@@ -196,7 +196,7 @@ rule isotropic_table:
 
 rule isotropic_figure:
     input:
-        unpack(volume_figure_inputs),
+        unpack(plan.iso.figure_inputs),
     output:
         report(
             "results/figures/isotropic_{dataset}.png",
@@ -209,7 +209,7 @@ rule isotropic_figure:
     benchmark:
         "benchmarks/isotropic_figure/{dataset}.tsv"
     wildcard_constraints:
-        dataset=alternatives(ISO_DATASETS),  # not isotropic_mito3d.png
+        dataset=alternatives(plan.iso.datasets),  # not isotropic_mito3d.png
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -218,9 +218,9 @@ rule isotropic_figure:
         runtime=10,
     params:
         code=code_digest("plots", "isotropic"),
-        methods=volume_figure_methods,
-        sampled=ISO_SAMPLED,
-        z_factor=volume_z_factor,
+        methods=plan.iso.methods_of,
+        sampled=plan.iso.sampled,
+        z_factor=plan.iso.z_factor,
     script:
         "../scripts/isotropic_figure.py"
 
@@ -238,7 +238,7 @@ rule train_segmenter:
     benchmark:
         "benchmarks/train_segmenter/{dataset}.tsv"
     wildcard_constraints:
-        dataset=alternatives(ISO_SEGMENTED),
+        dataset=alternatives(plan.iso.segmented),
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -248,15 +248,15 @@ rule train_segmenter:
         gpu=1,
     params:
         code=code_digest("model", "segmentation"),
-        segmentation=segmentation_params,
-        seed=job_seed,
+        segmentation=plan.iso.segmentation,
+        seed=plan.job_seed,
     script:
         "../scripts/train_segmenter.py"
 
 
 rule segment_volumes:
     input:
-        predictions=segment_predictions,
+        predictions=plan.iso.segment_predictions,
         segmenter="results/models/segmentation/{dataset}/segmenter.pt",
         truth="data/pairs/isotropic/{dataset}/test_truth.tif",
         labels="data/pairs/isotropic/{dataset}/test_labels.npz",
@@ -269,7 +269,7 @@ rule segment_volumes:
     benchmark:
         "benchmarks/segment_volumes/{dataset}.tsv"
     wildcard_constraints:
-        dataset=alternatives(ISO_SEGMENTED),
+        dataset=alternatives(plan.iso.segmented),
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -279,15 +279,15 @@ rule segment_volumes:
         gpu=1,
     params:
         code=code_digest("model", "segmentation"),
-        methods=segment_methods,
-        z_factor=volume_z_factor,
+        methods=plan.iso.methods_of,
+        z_factor=plan.iso.z_factor,
     script:
         "../scripts/segment_volumes.py"
 
 
 rule segmentation_table:
     input:
-        segmentation_scores,
+        plan.iso.segmentation_scores,
     output:
         csv=report(
             "results/tables/segmentation.csv",
@@ -308,14 +308,14 @@ rule segmentation_table:
         runtime=10,
     params:
         code=code_digest("score", "segmentation"),
-        classes=ISO["segmentation"]["classes"] if ISO_SEGMENTED else [],
+        classes=plan.iso.classes,
     script:
         "../scripts/segmentation_table.py"
 
 
 rule mito3d_figure:
     input:
-        unpack(render_inputs),
+        unpack(plan.iso.render_inputs),
     output:
         report(
             "results/figures/isotropic_mito3d.png",
@@ -335,6 +335,6 @@ rule mito3d_figure:
         runtime=10,
     params:
         code=code_digest("plots", "segmentation"),
-        render_class=render_class,
+        render_class=plan.iso.render_class,
     script:
         "../scripts/mito3d_figure.py"

@@ -8,20 +8,20 @@ rule train:
         "logs/train/{task}/{dataset}/{method}.log",
     benchmark:
         "benchmarks/train/{task}/{dataset}/{method}.tsv"
-    priority: train_priority  # the longest jobs, and the transfer and sampling studies wait for them: start them first
+    priority: plan.image.train_priority  # the longest jobs, and the transfer and sampling studies wait for them: start them first
     conda:
         "../envs/torch.yaml"
     threads: 1  # CPU: two 1-thread jobs side by side train 1.75x faster than one 2-thread job; GPU profiles raise it
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=train_gpus,
+        gpu=plan.train_gpus,
     params:
         code=code_digest("model", "steps"),
         method="{method}",
-        method_params=method_params,
-        seed=job_seed,
-        factor=task_factor,
+        method_params=plan.method_params,
+        seed=plan.job_seed,
+        factor=plan.task_factor,
     script:
         "../scripts/train.py"
 
@@ -44,10 +44,10 @@ rule predict:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=gpus,
+        gpu=plan.gpus,
     params:
         code=code_digest("model", "steps"),
-        seed=job_seed,
-        settings=predict_settings,
+        seed=plan.job_seed,
+        settings=plan.predict_settings,
     script:
         "../scripts/predict.py"

@@ -1,7 +1,7 @@
 rule table:
     input:
-        metrics=metric_files,
-        models=task_models,
+        metrics=plan.image.metric_files,
+        models=plan.image.models,
     output:
         csv=report(
             "results/tables/{task}.csv",
@@ -22,9 +22,9 @@ rule table:
         runtime=10,
     params:
         code=code_digest("score", "steps"),
-        metrics=task_metrics,
-        methods=task_methods,
-        budgets=task_budgets,
+        metrics=plan.image.metrics,
+        methods=plan.image.methods,
+        budgets=plan.image.budgets,
         budget=config["budget"],
         threshold=config["reliability_threshold"],
     script:
@@ -33,7 +33,7 @@ rule table:
 
 rule calibration:
     input:
-        metric_files,
+        plan.image.metric_files,
     output:
         csv="results/tables/{task}_calibration.csv",
         md="results/tables/{task}_calibration.md",
@@ -61,8 +61,8 @@ rule calibration:
 
 rule figure:
     input:
-        predictions=figure_predictions,
-        pairs=figure_pairs,
+        predictions=plan.image.figure_predictions,
+        pairs=plan.image.figure_pairs,
     output:
         report(
             "results/figures/{task}.png",
@@ -83,16 +83,16 @@ rule figure:
     params:
         code=code_digest("plots", "steps"),
         figure=config["figure"],
-        datasets=lambda w: config["tasks"][w.task]["datasets"],
-        methods=task_methods,
+        datasets=plan.image.datasets,
+        methods=plan.image.methods,
     script:
         "../scripts/figure.py"
 
 
 rule phantom_figure:
     input:
-        volumes=phantom_volumes,
-        reference=REFERENCE_EM,
+        volumes=plan.datasets.phantom_volumes,
+        reference=plan.datasets.reference_em,
     output:
         report(
             "results/figures/phantom.png",
@@ -119,8 +119,8 @@ rule phantom_figure:
 # How EM-like each dataset is: the phantoms beside the real volume and images (emdiffuse/realism.py).
 rule realism:
     input:
-        volumes=realism_volumes,
-        reference=REFERENCE_EM,
+        volumes=plan.datasets.realism_volumes,
+        reference=plan.datasets.reference_em,
     output:
         csv="results/tables/realism.csv",
         md="results/tables/realism.md",
@@ -142,15 +142,15 @@ rule realism:
         runtime=10,
     params:
         code=code_digest("score"),
-        datasets=REALISM_DATASETS,
-        kinds={name: config["datasets"][name]["kind"] for name in REALISM_DATASETS},
+        datasets=plan.datasets.realism_datasets,
+        kinds=plan.datasets.realism_kinds(),
     script:
         "../scripts/realism.py"
 
 
 rule timings:
     input:
-        final_outputs(),
+        plan.final_outputs(),
     output:
         report(
             "results/tables/timings.md",

@@ -1,10 +1,10 @@
 # Block-wise restore of large stacks and volumes (config key `restore`, target `restore`; logic in
-# emdiffuse/blockwise.py; helpers in common.smk): each block is one job (one GPU on a cluster),
+# emdiffuse/blockwise.py; plan: emdiffuse/plan/restore.py): each block is one job (one GPU on a cluster),
 # gathered into one OME-Zarr.
 rule restore_block:
     input:
-        model=lambda wildcards: RESTORE[wildcards.name]["model"],
-        image=lambda wildcards: RESTORE[wildcards.name]["input"],
+        model=plan.restore.model,
+        image=plan.restore.image,
     output:
         "results/restored/{name}/blocks/{block}.npz",
     log:
@@ -22,7 +22,7 @@ rule restore_block:
         gpu=1,
     params:
         code=code_digest("model", "blockwise"),
-        entry=restore_entry,
+        entry=plan.restore.entry,
         seed=config["seed"],
     script:
         "../scripts/restore_block.py"
@@ -30,9 +30,9 @@ rule restore_block:
 
 rule restore_gather:
     input:
-        blocks=restore_blocks,
-        model=lambda wildcards: RESTORE[wildcards.name]["model"],
-        image=lambda wildcards: RESTORE[wildcards.name]["input"],
+        blocks=plan.restore.blocks,
+        model=plan.restore.model,
+        image=plan.restore.image,
     output:
         prediction=directory("results/restored/{name}.zarr"),
         report="results/restored/{name}_reliability.json",
@@ -55,5 +55,5 @@ rule restore_gather:
 
 rule restore:
     input:
-        [f"results/restored/{name}.zarr" for name in RESTORE],
+        plan.restore.outputs(),
     localrule: True

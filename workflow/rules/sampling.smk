@@ -29,8 +29,8 @@ rule study_subset:
 
 rule sampling_run:
     input:
-        model=sampling_model,
-        subset=sampling_subset,
+        model=plan.studies.sampling_model,
+        subset=plan.studies.sampling_subset,
     output:
         rows="results/sampling/{task}/{dataset}/{sampler}.csv",
     log:
@@ -48,17 +48,17 @@ rule sampling_run:
         gpu=1,
     params:
         code=code_digest("model", "studies"),
-        study=sampling_params,
-        settings=sampling_settings,
-        seed=study_seed("sampling_study"),
+        study=plan.studies.sampling_params,
+        settings=plan.studies.sampling_settings,
+        seed=plan.studies.seed("sampling_study"),
     script:
         "../scripts/sampling_run.py"
 
 
 rule sampling_table:
     input:
-        runs=sampling_runs,
-        subset=lambda w: subset_path(SAMPLING, SAMPLING["task"], SAMPLING["dataset"]),
+        runs=plan.studies.sampling_runs,
+        subset=plan.studies.sampling_table_subset,
     output:
         csv="results/tables/sampling.csv",
         md="results/tables/sampling.md",
@@ -80,13 +80,13 @@ rule sampling_table:
         runtime=10,
     params:
         code=code_digest("score", "studies"),
-        study=SAMPLING,
-        about=sampling_about,
+        study=plan.studies.sampling,
+        about=plan.studies.sampling_about,
     script:
         "../scripts/sampling_table.py"
 
 
 rule table_sampling:
     input:
-        require_study("sampling_study", sampling_outputs),
+        plan.studies.required("sampling_study"),
     localrule: True

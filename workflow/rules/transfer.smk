@@ -1,7 +1,7 @@
 # Transfer learning from one image pair (the paper's tissue transfer): the base tasks' models of
 # transfer.source (domain A) are applied to transfer.target (domain B) directly, fine-tuned on ONE
 # domain-B training pair, and compared with a fresh model trained on that pair with the same budget.
-# Functions: the transfer block of common.smk; logic: emdiffuse/transfer.py.
+# Plan: emdiffuse/plan/transfer.py; logic: emdiffuse/transfer.py.
 
 
 rule transfer_one_pair:
@@ -22,7 +22,7 @@ rule transfer_one_pair:
     params:
         code=code_digest("data", "transfer"),
         pair=lookup(dpath="transfer/pair", within=config, default=None),
-        factor=task_factor,
+        factor=plan.task_factor,
     script:
         "../scripts/transfer_one_pair.py"
 
@@ -53,7 +53,7 @@ rule transfer_test_pairs:
 # Inputs: the domain-A model and the one domain-B pair, nothing else.
 rule transfer_finetune:
     input:
-        model=transfer_source_model,
+        model=plan.transfer.source_model,
         pairs="data/pairs/transfer/{task}/{target}/one_pair.npz",
     output:
         model="results/models/transfer/{task}/{target}/{method}_finetune/model.pt",
@@ -68,12 +68,12 @@ rule transfer_finetune:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=gpus,
+        gpu=plan.gpus,
     params:
         code=code_digest("model", "transfer"),
-        train=transfer_finetune_train,
-        seed=job_seed,
-        factor=task_factor,
+        train=plan.transfer.finetune_train,
+        seed=plan.job_seed,
+        factor=plan.task_factor,
     script:
         "../scripts/transfer_finetune.py"
 
@@ -95,13 +95,13 @@ rule transfer_scratch:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=gpus,
+        gpu=plan.gpus,
     params:
         code=code_digest("model", "transfer"),
         method="{method}",
-        method_params=transfer_scratch_params,
-        seed=job_seed,
-        factor=task_factor,
+        method_params=plan.transfer.scratch_params,
+        seed=plan.job_seed,
+        factor=plan.task_factor,
     script:
         "../scripts/train.py"
 
@@ -109,13 +109,10 @@ rule transfer_scratch:
 # One job per method predicts all its variants (one start-up; the same sampling seed for each).
 rule transfer_predict:
     input:
-        unpack(transfer_variant_models),
+        unpack(plan.transfer.variant_models),
         pairs="data/pairs/transfer/{task}/{target}/test.npz",
     output:
-        **{
-            v: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{v}/test.npz"
-            for v in transfer_lib.VARIANTS
-        },
+        **plan.transfer.variant_outputs(),
     log:
         "logs/transfer_predict/{task}/{target}/{method}.log",
     benchmark:
@@ -126,11 +123,11 @@ rule transfer_predict:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=gpus,
+        gpu=plan.gpus,
     params:
         code=code_digest("model", "transfer"),
-        seed=transfer_predict_seed,
-        settings=predict_settings,
+        seed=plan.transfer.predict_seed,
+        settings=plan.predict_settings,
     script:
         "../scripts/transfer_predict.py"
 
@@ -138,9 +135,7 @@ rule transfer_predict:
 # The non-learned input: its one reference row.
 use rule transfer_predict as transfer_predict_reference with:
     output:
-        **{
-            transfer_lib.REFERENCE: f"results/predictions/transfer/{{task}}/{{target}}/{{method}}_{transfer_lib.REFERENCE}/test.npz"
-        },
+        **plan.transfer.reference_outputs(),
     log:
         "logs/transfer_predict_reference/{task}/{target}/{method}.log",
     benchmark:
@@ -151,7 +146,7 @@ use rule transfer_predict as transfer_predict_reference with:
 rule transfer_evaluate:
     input:
         pairs="data/pairs/transfer/{task}/{target}/test.npz",
-        predictions=transfer_task_prediction_files,
+        predictions=plan.transfer.task_prediction_files,
     output:
         metrics="results/metrics/transfer/{task}/{target}.csv",
     log:
@@ -166,7 +161,7 @@ rule transfer_evaluate:
         runtime=60,
     params:
         code=code_digest("score", "transfer"),
-        predictions=transfer_task_predictions,
+        predictions=plan.transfer.task_predictions,
         metrics=lookup(dpath="transfer/metrics", within=config, default=None),
         threshold=config["reliability_threshold"],
     script:
@@ -175,8 +170,8 @@ rule transfer_evaluate:
 
 rule transfer_table:
     input:
-        metrics=transfer_metric_files,
-        one_pairs=transfer_one_pairs,
+        metrics=plan.transfer.metric_files,
+        one_pairs=plan.transfer.one_pairs,
     output:
         csv=report(
             "results/tables/transfer.csv",
@@ -198,15 +193,15 @@ rule transfer_table:
     params:
         code=code_digest("score", "transfer"),
         transfer=lookup(dpath="transfer", within=config, default=None),
-        methods=transfer_methods_all,
-        budgets=transfer_budgets,
+        methods=plan.transfer.methods,
+        budgets=plan.transfer.budgets,
     script:
         "../scripts/transfer_table.py"
 
 
 rule transfer_figure:
     input:
-        transfer_figure_files,
+        plan.transfer.figure_files,
     output:
         report(
             "results/figures/transfer.png",
@@ -226,7 +221,7 @@ rule transfer_figure:
         runtime=10,
     params:
         code=code_digest("plots", "transfer"),
-        spec=transfer_figure_spec,
+        spec=plan.transfer.figure_spec,
         transfer=lookup(dpath="transfer", within=config, default=None),
         figure=config["figure"],
     script:
@@ -236,5 +231,5 @@ rule transfer_figure:
 # `snakemake --cores all table_transfer` builds the transfer table and its figure.
 rule table_transfer:
     input:
-        transfer_outputs(),
+        plan.transfer.outputs(),
     localrule: True
