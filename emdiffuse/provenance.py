@@ -18,10 +18,10 @@ PACKAGE = Path(__file__).resolve().parent
 
 #: code shared by the rules of one stage (package sub-packages or modules, relative to ``emdiffuse``)
 GROUPS = {
-    "data": ("data", "datasets", "sources", "pairs", "io", "config"),
-    "model": ("models", "train", "distributed", "patches", "device", "tiling", "volumes", "io", "budget", "config"),
-    "score": ("metrics", "tables", "markdown", "realism", "io"),
-    "plots": ("plots", "io"),
+    "data": ("data", "io", "config"),
+    "model": ("models", "device", "data.volumes", "io", "budget", "config"),
+    "score": ("evaluation", "reporting.tables", "reporting.markdown", "io"),
+    "plots": ("reporting.plots", "io"),
 }
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from emdiffuse.blockwise import block_share, gather, restore_block
+from emdiffuse.tasks.blockwise import block_share, gather, restore_block
 from emdiffuse.cli import main
 from emdiffuse.io import read_image, write_tiff
 

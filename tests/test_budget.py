@@ -17,13 +17,13 @@ from test_rcan import Killed, fit_killed_at
 from test_train import pairs
 from torch import nn
 
-from emdiffuse import steps
+from emdiffuse.tasks import image as steps
 from emdiffuse.budget import apply_budget, check_budget, describe_mode
 from emdiffuse.config import ConfigError, check_references
 from emdiffuse.models.registry import build_method, load_method
-from emdiffuse.patches import PatchSampler
-from emdiffuse.tables import describe_budget, evaluate_images
-from emdiffuse.train import ProgressSchedule, train_loop
+from emdiffuse.models.patches import PatchSampler
+from emdiffuse.reporting.tables import describe_budget, evaluate_images
+from emdiffuse.models.train import ProgressSchedule, train_loop
 
 LEARNED = ["care", "emdiffuse", "rcan", "pssr"]
 

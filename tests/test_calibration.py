@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from emdiffuse.metrics.calibration import (
+from emdiffuse.evaluation.calibration import (
     PAPER_THRESHOLD, calibration_table, flag_unreliable, paper_score, reliability_score,
 )
-from emdiffuse.plots.calibration import calibration_figure
+from emdiffuse.reporting.plots.calibration import calibration_figure
 
 from conftest import assert_figure_has_content
 

@@ -11,7 +11,7 @@ import torch
 
 from emdiffuse.cli import main
 from emdiffuse.io import read_tiff, read_zarr, write_tiff, write_zarr
-from emdiffuse.metrics.calibration import DEFAULT_THRESHOLD
+from emdiffuse.evaluation.calibration import DEFAULT_THRESHOLD
 from emdiffuse.models.registry import build_method
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_predict_zarr_image(model_path, tmp_path):
 
 
 def test_predict_reads_the_ome_zarr_the_workflow_writes(model_path, tmp_path):
-    from emdiffuse.volumes import write_volume
+    from emdiffuse.data.volumes import write_volume
 
     stack = np.random.default_rng(3).random((2, 40, 36)).astype(np.float32)
     write_volume(tmp_path / "sections.zarr", stack, (30.0, 4.0, 4.0))
@@ -217,7 +217,7 @@ def test_a_volume_model_reconstructs_a_users_sections_with_the_finer_z_spacing(t
     an uncertainty volume and one reliability score per output slice; tiling flags apply."""
     from emdiffuse.data.phantom import generate_volume
     from emdiffuse.models.volume_methods import build_volume_method
-    from emdiffuse.volumes import make_anisotropic, output_positions
+    from emdiffuse.data.volumes import make_anisotropic, output_positions
 
     iso, _ = generate_volume((17, 20, 28), 8.0, seed=0)
     params = {"model": {"preset": "tiny"},

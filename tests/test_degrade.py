@@ -4,11 +4,7 @@ import numpy as np
 import pytest
 
 from emdiffuse.data.degrade import (
-    anisotropic,
-    anisotropic_positions,
-    probe_blur_downsample,
-    scan_line_jitter,
-    shot_noise,
+    anisotropic, anisotropic_positions, probe_blur_downsample, scan_line_jitter, shot_noise,
 )
 
 

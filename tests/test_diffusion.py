@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emdiffuse.models.diffusion import (PRECISIONS, SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas,
-                                       resolve_precision)
+from emdiffuse.models.diffusion import (
+    PRECISIONS, SAMPLERS, ConditionalDiffusion, alpha_bars, make_betas, resolve_precision,
+)
 from emdiffuse.models.unet import PRESETS, DiffusionUNet
 
 TRAIN = {"kind": "linear", "start": 1e-6, "end": 1e-2, "steps": 2000}

@@ -9,7 +9,7 @@ import torch
 
 from emdiffuse.io import save_npz
 from emdiffuse.models.registry import load_method
-from emdiffuse.steps import train
+from emdiffuse.tasks.image import train
 
 CARE = {"model": {"n_depth": 1, "kern_size": 3, "n_first": 4}, "train": {"iterations": 4, "batch_size": 4, "patch": 16}}
 EMDIFFUSE = {"model": {"preset": "tiny"},
@@ -67,7 +67,7 @@ VEMDIFFUSE = {"model": {"preset": "tiny"},
 
 @pytest.fixture
 def volume(tmp_path):
-    from emdiffuse.volumes import write_volume
+    from emdiffuse.data.volumes import write_volume
 
     path = tmp_path / "train.tif"
     write_volume(path, np.random.default_rng(1).random((12, 24, 24)).astype(np.float32), (8.0, 8.0, 8.0))
@@ -75,7 +75,7 @@ def volume(tmp_path):
 
 
 def run_volume(tmp_path, name, method, params, volume, devices):
-    from emdiffuse.isotropic import train_volume
+    from emdiffuse.tasks.isotropic import train_volume
 
     out = tmp_path / name
     out.mkdir(exist_ok=True)

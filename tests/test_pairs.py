@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from emdiffuse.config import ConfigError
-from emdiffuse.datasets import load_volume, prepare, save_prepared
+from emdiffuse.data.datasets import load_volume, prepare, save_prepared
 from emdiffuse.io import load_npz
-from emdiffuse.pairs import centre, centre_crop_pairs, denoise_pairs, split_slices, spread, superres_pairs
-from emdiffuse.steps import make_pairs
+from emdiffuse.data.pairs import centre, centre_crop_pairs, denoise_pairs, split_slices, spread, superres_pairs
+from emdiffuse.tasks.image import make_pairs
 
 PAIRS = {"gt_dwell_us": 36.0, "dwell_us": [0.5, 4.0], "electrons_per_us": 20.0, "read_noise": 1.0}
 
@@ -104,7 +104,7 @@ def test_a_tiff_dataset_with_a_nan_or_no_contrast_stops_with_the_file_named(tmp_
 
 def test_a_tiff_dataset_takes_its_labels_and_the_voxel_size_its_file_states(tmp_path):
     from emdiffuse.config import ConfigError
-    from emdiffuse.datasets import fill_voxel_sizes
+    from emdiffuse.data.datasets import fill_voxel_sizes
     from emdiffuse.io import write_tiff
 
     volume = np.random.default_rng(0).random((4, 32, 32), dtype=np.float32)

@@ -119,7 +119,7 @@ def test_small_volume_is_fast():
 
 def test_phantom_figure_writes_png(tmp_path, volumes):
     from emdiffuse.io import write_tiff
-    from emdiffuse.plots.phantom import load_reference_em, phantom_figure
+    from emdiffuse.reporting.plots.phantom import load_reference_em, phantom_figure
 
     write_tiff(tmp_path / "ref" / "a.tif", (volumes["liver"][0][16] * 255).astype(np.uint8))
     reference = load_reference_em(tmp_path / "ref")

@@ -10,7 +10,7 @@ from test_methods import CPU, QUIET, toy_pairs
 from emdiffuse.models import lifecycle
 from emdiffuse.models.registry import build_method, load_method
 from emdiffuse.models.rcan import RCAN, ChannelAttention
-from emdiffuse.train import train_loop
+from emdiffuse.models.train import train_loop
 
 TINY = {"model": {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4},
         "train": {"iterations": 6, "batch_size": 2, "patch": 16, "lr_step": 2, "checkpoint_every": 2},

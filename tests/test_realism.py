@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from emdiffuse import realism
+from emdiffuse.evaluation import realism
 
 
 def _power_law_image(size: int, exponent: float, seed: int = 0) -> np.ndarray:

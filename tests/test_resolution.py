@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from emdiffuse.metrics import METRICS, compute
-from emdiffuse.metrics.resolution import (
-    _local_max, _Spectrum, apodise_edges, decorrelation_resolution, frc_curve, frc_resolution,
-    half_bit_threshold, resolution_ratio,
+from emdiffuse.evaluation import METRICS, compute
+from emdiffuse.evaluation.resolution import (
+    _local_max, _Spectrum, apodise_edges, decorrelation_resolution, frc_curve, frc_resolution, half_bit_threshold, resolution_ratio,
 )
 
 SIZE = 256

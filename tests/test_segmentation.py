@@ -8,8 +8,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from emdiffuse.io import save_npz
-from emdiffuse.segmentation import (Segmenter, class_volume, iou_per_class, mean_iou, mito3d_figure,
-                                    segmentation_markdown, segmentation_table)
+from emdiffuse.tasks.segmentation import (
+    Segmenter, class_volume, iou_per_class, mean_iou, mito3d_figure, segmentation_markdown, segmentation_table,
+)
 
 CPU = torch.device("cpu")
 

@@ -17,19 +17,13 @@ import tifffile
 from scipy import ndimage
 
 from emdiffuse.config import ConfigError
-from emdiffuse.sources import (
-    ChecksumError,
-    SourceUnavailable,
-    UnverifiedDownloadWarning,
-    bossdb_request,
-    fetch_all,
-    register_pair,
-    zenodo_stacks,
+from emdiffuse.data.sources import (
+    ChecksumError, SourceUnavailable, UnverifiedDownloadWarning, bossdb_request, fetch_all, register_pair, zenodo_stacks,
 )
-from emdiffuse.sources import http as source_http
-from emdiffuse.sources.arrays import read_regions
-from emdiffuse.sources.bossdb import fetch_bossdb
-from emdiffuse.sources.files import fetch_http_file, read_http_file, read_zenodo
+from emdiffuse.data.sources import http as source_http
+from emdiffuse.data.sources.arrays import read_regions
+from emdiffuse.data.sources.bossdb import fetch_bossdb
+from emdiffuse.data.sources.files import fetch_http_file, read_http_file, read_zenodo
 
 from loopback import closed_port_url, serve
 
@@ -238,7 +232,7 @@ def _paired_tiffs(tmp_path, shift=(1.5, -2.0), fields=(4, 11, 7)) -> tuple[dict,
 
 
 def test_paired_tiffs_of_ones_own_are_registered_onto_the_clean_fields(tmp_path):
-    from emdiffuse.datasets import prepare
+    from emdiffuse.data.datasets import prepare
 
     entry, gts = _paired_tiffs(tmp_path)
     prepared = prepare("mine", entry, seed=0)
@@ -256,7 +250,7 @@ def test_paired_tiffs_of_ones_own_are_registered_onto_the_clean_fields(tmp_path)
     ("count", "datasets.mine.inputs.1us: 2 field(s), the ground truth"),
 ])
 def test_paired_tiffs_that_do_not_register_stop_with_the_file_named(tmp_path, case, words):
-    from emdiffuse.datasets import prepare
+    from emdiffuse.data.datasets import prepare
 
     entry, gts = _paired_tiffs(tmp_path, shift=(0, 30) if case == "far" else (1.5, -2.0))
     if case == "other_field":
@@ -274,10 +268,10 @@ def test_paired_tiffs_that_do_not_register_stop_with_the_file_named(tmp_path, ca
 @pytest.mark.parametrize("task, levels, factor", [("denoise", ["0.5us"], 1), ("superres", ["sr 1.5us"], 2)])
 def test_real_zenodo_acquisitions_become_the_task_pairs(server, www, tmp_path, monkeypatch, task, levels, factor):
     """prepare -> make_pairs with ``pairs.source: real``: the real registered scans are the inputs."""
-    from emdiffuse.datasets import save_prepared
+    from emdiffuse.data.datasets import save_prepared
     from emdiffuse.io import load_npz
-    from emdiffuse.pairs import check_pairing
-    from emdiffuse.steps import make_pairs
+    from emdiffuse.data.pairs import check_pairing
+    from emdiffuse.tasks.image import make_pairs
 
     entry, _ = _zenodo_record(www)
     entry["host"] = server.url
@@ -438,7 +432,7 @@ def test_fetch_all_fills_the_caches_of_remote_datasets_only(server, www, tmp_pat
 def test_zarr_local_through_the_registry(tmp_path):
     import zarr
 
-    from emdiffuse.sources import SOURCE_KINDS
+    from emdiffuse.data.sources import SOURCE_KINDS
 
     data = _smooth((10, 20, 30))
     zarr.create_array(store=str(tmp_path / "v.zarr" / "em"), shape=data.shape, chunks=(5, 10, 10), dtype="uint8")[:] = data

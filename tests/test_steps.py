@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from emdiffuse.io import save_npz
-from emdiffuse.steps import calibration, evaluate, figure
+from emdiffuse.tasks.image import calibration, evaluate, figure
 
 
 def _pairs(path, size, n=2, seed=0):
@@ -28,7 +28,7 @@ def _predictions(path, targets, seed, uncertainty=False):
 
 def test_evaluate_scores_every_method_of_a_dataset_in_one_table(tmp_path):
     """Sampled methods are flagged against the highest score of their own held-out predictions."""
-    from emdiffuse.metrics.calibration import reliability_score
+    from emdiffuse.evaluation.calibration import reliability_score
 
     targets = _pairs(tmp_path / "pairs.npz", 32)
     _predictions(tmp_path / "care.npz", targets, 1)
@@ -107,7 +107,7 @@ def test_the_model_file_keeps_the_configs_prediction_settings_and_predict_overri
 
     from emdiffuse.io import save_npz
     from emdiffuse.models.registry import load_method
-    from emdiffuse.steps import predict, train
+    from emdiffuse.tasks.image import predict, train
 
     rng = np.random.default_rng(0)
     clean = rng.random((4, 16, 16)).astype(np.float32)

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emdiffuse import steps, studies
-from emdiffuse.studies import loss_ablation, sampling
+from emdiffuse.tasks import image as steps, studies
+from emdiffuse.tasks.studies import loss_ablation, sampling
 from emdiffuse.config import ConfigError
 from emdiffuse.io import load_npz, save_npz
 from emdiffuse.models.registry import build_method

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emdiffuse.timings import collect, to_markdown as timings_markdown
-from emdiffuse.tables import bootstrap_ci, describe_budget, evaluate_images, summarize, to_markdown
+from emdiffuse.reporting.timings import collect, to_markdown as timings_markdown
+from emdiffuse.reporting.tables import bootstrap_ci, describe_budget, evaluate_images, summarize, to_markdown
 
 
 def _rows(rng):
@@ -90,7 +90,7 @@ def test_timings_summary(tmp_path):
 
 
 def test_the_markdown_table_writer():
-    from emdiffuse import markdown
+    from emdiffuse.reporting import markdown
 
     assert markdown.table(["a", "b"], [["1", "x"], [2, "y"]]) == ["| a | b |", "|---|---|", "| 1 | x |", "| 2 | y |"]
     with pytest.raises(ValueError, match="a table row has 1 cells for 2 columns"):

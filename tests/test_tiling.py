@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emdiffuse.tiling import tiled_apply
+from emdiffuse.models.tiling import tiled_apply
 
 SIZES = [(5, 7), (31, 50), (64, 64), (150, 97)]  # smaller than the tile, not multiples, several tiles
 

@@ -8,8 +8,8 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from emdiffuse.device import bf16_pays
-from emdiffuse.patches import PatchSampler
-from emdiffuse.train import amp_dtype, train_loop
+from emdiffuse.models.patches import PatchSampler
+from emdiffuse.models.train import amp_dtype, train_loop
 
 
 def pairs(n=4, size=16, scale=1, seed=0):

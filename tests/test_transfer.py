@@ -10,15 +10,15 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-import emdiffuse.train as train_module
+import emdiffuse.models.train as train_module
 from emdiffuse.config import ConfigError, check_references
-from emdiffuse.datasets import prepare, save_prepared
+from emdiffuse.data.datasets import prepare, save_prepared
 from emdiffuse.io import load_npz, save_npz
 from emdiffuse.models.catalog import IMAGE
 from emdiffuse.models.registry import build_method, load_method
-from emdiffuse.pairs import check_pairing, split_slices
-from emdiffuse.steps import make_pairs
-from emdiffuse import transfer
+from emdiffuse.data.pairs import check_pairing, split_slices
+from emdiffuse.tasks.image import make_pairs
+from emdiffuse.tasks import transfer
 
 CPU = torch.device("cpu")
 QUIET = dict(progress=False, log=lambda *_: None)

@@ -99,7 +99,7 @@ def test_planning_imports_no_torch(repo, tmp_path, config):
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "emdiffuse.models.catalog" in imported and "emdiffuse.isotropic" in imported  # the planning ran
+    assert "emdiffuse.models.catalog" in imported and "emdiffuse.tasks.isotropic" in imported  # the planning ran
     assert not {"torch", "emdiffuse.models.methods", "emdiffuse.models.volume_methods"} & imported
 
 
@@ -392,7 +392,7 @@ def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
 def check_isotropic_outputs(root, config):
     """Every method x plane in the table with finite metrics (resolution ratio on XZ/YZ only), the
     reconstruction with its voxel size and uncertainty, and the mIoU table and renders."""
-    from emdiffuse.volumes import read_volume
+    from emdiffuse.data.volumes import read_volume
 
     task = config["tasks"]["isotropic"]
     table = pd.read_csv(root / "results" / "tables" / "isotropic.csv")

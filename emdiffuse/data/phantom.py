@@ -13,7 +13,7 @@ integrated over the voxel, the stain's voxel-scale granularity (``FINE_GRAIN``),
 then the percentile normalisation the workflow applies to real volumes. The output is clean:
 acquisition noise comes from ``degrade``.
 
-Calibrated against a real 10 nm FIB-SEM volume (``emdiffuse.realism``; ``results/tables/realism.md``):
+Calibrated against a real 10 nm FIB-SEM volume (``emdiffuse.evaluation.realism``; ``results/tables/realism.md``):
 without the granularity, and mapped to a std of 0.07 as it once was, cubic interpolation from x4
 sections scored 40.6 dB on the neuropil phantom against 25.5 dB on the real volume, which reversed
 the isotropic table. Now 26.6 dB (liver 27.0) at a contrast of 0.15-0.19 (real: 0.23), with the

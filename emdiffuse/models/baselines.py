@@ -19,9 +19,9 @@ from emdiffuse.models.care import PercentileNormalizer, percentile_normalize
 from emdiffuse.models.methods import Method
 from emdiffuse.models.pssr import PSSRUNet
 from emdiffuse.models.rcan import RCAN
-from emdiffuse.patches import PatchSampler
-from emdiffuse.tiling import tiled_apply
-from emdiffuse.train import ProgressSchedule
+from emdiffuse.models.patches import PatchSampler
+from emdiffuse.models.tiling import tiled_apply
+from emdiffuse.models.train import ProgressSchedule
 
 
 class LowResInputMethod(Method):

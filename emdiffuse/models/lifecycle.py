@@ -4,7 +4,7 @@ settings a caller may override for one call.
 
 Image methods (:class:`~emdiffuse.models.methods.Method`), volume methods
 (:class:`~emdiffuse.models.volume_methods.VolumeMethod`) and the segmenter
-(:class:`~emdiffuse.segmentation.Segmenter`) are :class:`Model` subclasses. What differs between
+(:class:`~emdiffuse.tasks.segmentation.Segmenter`) are :class:`Model` subclasses. What differs between
 them is what ``fit`` takes (pairs, a volume, a volume and its labels) and what the checkpoint records
 besides the common fields (an image method's scale, a volume method's z factor): the hooks say it.
 """
@@ -21,7 +21,7 @@ import torch
 from emdiffuse import __version__
 from emdiffuse.io import atomic_path
 from emdiffuse.models.catalog import merge_params
-from emdiffuse.train import TrainResult, train_loop
+from emdiffuse.models.train import TrainResult, train_loop
 
 #: ``train`` keys that set only how long a run is: raising them continues a finished run
 RUN_LENGTH = ("iterations", "seconds", "checkpoint_every")

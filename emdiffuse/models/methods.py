@@ -26,8 +26,8 @@ from emdiffuse.models import catalog
 from emdiffuse.models.care import CAREUNet, PercentileNormalizer, normalize_pairs
 from emdiffuse.models.catalog import merge_params
 from emdiffuse.models.lifecycle import Model, state_digest, training_budget
-from emdiffuse.patches import PatchSampler, pair_scale
-from emdiffuse.tiling import tiled_apply
+from emdiffuse.models.patches import PatchSampler, pair_scale
+from emdiffuse.models.tiling import tiled_apply
 
 def upsample(images: np.ndarray, factor: int, mode: str) -> np.ndarray:
     """(N, H, W) -> (N, H*f, W*f) by torch interpolation (pixel centres aligned, no corner pinning)."""
@@ -302,7 +302,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     def _fit(self, inputs, targets, checkpoint_path, progress, log):
         t = self.params["train"]
         if t["patch"] % self.multiple:
-            raise ValueError(f"emdiffuse.train.patch: {t['patch']} must be a multiple of {self.multiple}")
+            raise ValueError(f"emdiffuse.models.train.patch: {t['patch']} must be a multiple of {self.multiple}")
         sampler = PatchSampler(upsample(inputs, self.scale, "bilinear"), targets, t["patch"], t["batch_size"],
                                self.seed, augment=True, input_blur_p=t["input_blur_p"])
 

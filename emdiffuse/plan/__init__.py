@@ -27,7 +27,7 @@ class Plan(Part):
 
     def __init__(self, config: dict, reference_em: str):
         from ..config import check_references
-        from ..datasets import fill_voxel_sizes
+        from ..data.datasets import fill_voxel_sizes
 
         fill_voxel_sizes(config)
         check_references(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..isotropic import is_anisotropic_voxel
+from ..tasks.isotropic import is_anisotropic_voxel
 from .base import Part
 
 
@@ -19,7 +19,7 @@ class DatasetPlan(Part):
         ]
 
     def is_remote(self, name: str) -> bool:
-        from ..sources import FETCHERS
+        from ..data.sources import FETCHERS
 
         return self.config["datasets"][name]["kind"] in FETCHERS
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..models.catalog import IMAGE
-from ..tables import describe_budget
+from ..reporting.tables import describe_budget
 from .base import Part
 
 #: the diffusion models train longest: their jobs start first (see :meth:`ImagePlan.train_priority`)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import isotropic as iso
+from ..tasks import isotropic as iso
 from ..models.catalog import train_params
 from .base import Part
 

@@ -1,4 +1,4 @@
-"""Block-wise restore of large stacks and volumes (config ``restore``; logic in :mod:`emdiffuse.blockwise`)."""
+"""Block-wise restore of large stacks and volumes (config ``restore``; logic in :mod:`emdiffuse.tasks.blockwise`)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """The two EMDiffuse studies: quality versus sampling steps (config ``sampling_study``) and the
-difficulty-aware loss on and off (``loss_ablation``); logic in :mod:`emdiffuse.studies`."""
+difficulty-aware loss on and off (``loss_ablation``); logic in :mod:`emdiffuse.tasks.studies`."""
 
 from __future__ import annotations
 
 from ..config import ConfigError, derived_seed
 from ..models.catalog import train_params
-from ..studies import check_studies
-from ..studies.loss_ablation import ablation_params
-from ..tables import describe_budget
+from ..tasks.studies import check_studies
+from ..tasks.studies.loss_ablation import ablation_params
+from ..reporting.tables import describe_budget
 from .base import Part
 
 SAMPLING_OUTPUTS = ["results/tables/sampling.csv", "results/tables/sampling.md", "results/figures/sampling.png"]

@@ -1,9 +1,9 @@
 """Transfer learning from one image pair: domain-A models applied directly, fine-tuned on one
-domain-B pair, or trained from scratch on it (logic in :mod:`emdiffuse.transfer`)."""
+domain-B pair, or trained from scratch on it (logic in :mod:`emdiffuse.tasks.transfer`)."""
 
 from __future__ import annotations
 
-from .. import transfer as lib
+from ..tasks import transfer as lib
 from ..models.catalog import train_params
 from .base import Part
 

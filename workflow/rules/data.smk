@@ -64,7 +64,7 @@ rule make_pairs:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_digest("data", "steps"),
+        code=code_digest("data", "tasks.image"),
         task=plan.image.task,
         split=config["split"],
         seed=plan.job_seed,

@@ -1,5 +1,5 @@
 # Isotropic volume reconstruction (vEMDiffuse-i/-a and baselines) and its segmentation mIoU.
-# Plan: emdiffuse/plan/isotropic.py; logic: emdiffuse/isotropic.py, emdiffuse/segmentation.py.
+# Plan: emdiffuse/plan/isotropic.py; logic: emdiffuse/tasks/isotropic.py, emdiffuse/tasks/segmentation.py.
 
 
 rule make_volume_pairs:
@@ -26,7 +26,7 @@ rule make_volume_pairs:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_digest("data", "isotropic"),
+        code=code_digest("data", "tasks.isotropic"),
         test_sections=plan.iso.test_sections,
         test_crop=plan.iso.test_crop,
         gap=config["split"]["gap"],
@@ -54,7 +54,7 @@ rule make_volume_sections:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_digest("data", "isotropic"),
+        code=code_digest("data", "tasks.isotropic"),
         test_sections=plan.iso.test_sections,
         test_crop=plan.iso.test_crop,
         gap=config["split"]["gap"],
@@ -87,7 +87,7 @@ rule train_volume:
         runtime=720,
         gpu=plan.train_gpus,
     params:
-        code=code_digest("model", "isotropic"),
+        code=code_digest("model", "tasks.isotropic"),
         method_params=plan.iso.train_params,
         z_factor=plan.iso.z_factor,
         seed=plan.job_seed,
@@ -114,7 +114,7 @@ rule predict_volume:
         runtime=240,
         gpu=plan.iso.predict_gpus,  # interpolation needs none
     params:
-        code=code_digest("model", "isotropic"),
+        code=code_digest("model", "tasks.isotropic"),
         method_params=plan.iso.predict_params,
         z_factor=plan.iso.z_factor,
         seed=plan.job_seed,
@@ -151,7 +151,7 @@ rule evaluate_volume:  # one job per dataset: the metric imports cost more than 
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_digest("score", "isotropic"),
+        code=code_digest("score", "tasks.isotropic"),
         methods=plan.iso.methods_of,
         sampled=plan.iso.sampled_methods,
         metrics=plan.iso.metrics,
@@ -183,7 +183,7 @@ rule isotropic_table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "isotropic"),
+        code=code_digest("score", "tasks.isotropic"),
         metrics=plan.iso.metrics,
         methods=plan.iso.methods,
         budgets=plan.iso.budgets,
@@ -217,7 +217,7 @@ rule isotropic_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "isotropic"),
+        code=code_digest("plots", "tasks.isotropic"),
         methods=plan.iso.methods_of,
         sampled=plan.iso.sampled,
         z_factor=plan.iso.z_factor,
@@ -247,7 +247,7 @@ rule train_segmenter:
         runtime=240,
         gpu=1,
     params:
-        code=code_digest("model", "segmentation"),
+        code=code_digest("model", "tasks.segmentation"),
         segmentation=plan.iso.segmentation,
         seed=plan.job_seed,
     script:
@@ -278,7 +278,7 @@ rule segment_volumes:
         runtime=60,
         gpu=1,
     params:
-        code=code_digest("model", "segmentation"),
+        code=code_digest("model", "tasks.segmentation"),
         methods=plan.iso.methods_of,
         z_factor=plan.iso.z_factor,
     script:
@@ -307,7 +307,7 @@ rule segmentation_table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "segmentation"),
+        code=code_digest("score", "tasks.segmentation"),
         classes=plan.iso.classes,
     script:
         "../scripts/segmentation_table.py"
@@ -334,7 +334,7 @@ rule mito3d_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "segmentation"),
+        code=code_digest("plots", "tasks.segmentation"),
         render_class=plan.iso.render_class,
     script:
         "../scripts/mito3d_figure.py"

@@ -21,7 +21,7 @@ rule table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "steps"),
+        code=code_digest("score", "tasks.image"),
         metrics=plan.image.metrics,
         methods=plan.image.methods,
         budgets=plan.image.budgets,
@@ -54,7 +54,7 @@ rule calibration:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "steps"),
+        code=code_digest("score", "tasks.image"),
     script:
         "../scripts/calibration.py"
 
@@ -81,7 +81,7 @@ rule figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "steps"),
+        code=code_digest("plots", "tasks.image"),
         figure=config["figure"],
         datasets=plan.image.datasets,
         methods=plan.image.methods,
@@ -116,7 +116,7 @@ rule phantom_figure:
         "../scripts/phantom_figure.py"
 
 
-# How EM-like each dataset is: the phantoms beside the real volume and images (emdiffuse/realism.py).
+# How EM-like each dataset is: the phantoms beside the real volume and images (emdiffuse/evaluation/realism.py).
 rule realism:
     input:
         volumes=plan.datasets.realism_volumes,
@@ -167,6 +167,6 @@ rule timings:
         mem_mb=1000,
         runtime=5,
     params:
-        code=code_digest("timings", "markdown"),
+        code=code_digest("reporting.timings", "reporting.markdown"),
     script:
         "../scripts/timings.py"

@@ -1,5 +1,5 @@
 # Block-wise restore of large stacks and volumes (config key `restore`, target `restore`; logic in
-# emdiffuse/blockwise.py; plan: emdiffuse/plan/restore.py): each block is one job (one GPU on a cluster),
+# emdiffuse/tasks/blockwise.py; plan: emdiffuse/plan/restore.py): each block is one job (one GPU on a cluster),
 # gathered into one OME-Zarr.
 rule restore_block:
     input:
@@ -21,7 +21,7 @@ rule restore_block:
         runtime=720,
         gpu=1,
     params:
-        code=code_digest("model", "blockwise"),
+        code=code_digest("model", "tasks.blockwise"),
         entry=plan.restore.entry,
         seed=config["seed"],
     script:
@@ -47,7 +47,7 @@ rule restore_gather:
         mem_mb=4000,
         runtime=120,
     params:
-        code=code_digest("blockwise", "io"),
+        code=code_digest("tasks.blockwise", "io"),
         threshold=config["reliability_threshold"],
     script:
         "../scripts/restore_gather.py"

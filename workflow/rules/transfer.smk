@@ -1,7 +1,7 @@
 # Transfer learning from one image pair (the paper's tissue transfer): the base tasks' models of
 # transfer.source (domain A) are applied to transfer.target (domain B) directly, fine-tuned on ONE
 # domain-B training pair, and compared with a fresh model trained on that pair with the same budget.
-# Plan: emdiffuse/plan/transfer.py; logic: emdiffuse/transfer.py.
+# Plan: emdiffuse/plan/transfer.py; logic: emdiffuse/tasks/transfer.py.
 
 
 rule transfer_one_pair:
@@ -20,7 +20,7 @@ rule transfer_one_pair:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("data", "transfer"),
+        code=code_digest("data", "tasks.transfer"),
         pair=lookup(dpath="transfer/pair", within=config, default=None),
         factor=plan.task_factor,
     script:
@@ -43,7 +43,7 @@ rule transfer_test_pairs:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("data", "transfer"),
+        code=code_digest("data", "tasks.transfer"),
         images=lookup(dpath="transfer/test_images", within=config, default=None),
         levels=lookup(dpath="transfer/test_levels", within=config, default=None),
     script:
@@ -70,7 +70,7 @@ rule transfer_finetune:
         runtime=240,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "transfer"),
+        code=code_digest("model", "tasks.transfer"),
         train=plan.transfer.finetune_train,
         seed=plan.job_seed,
         factor=plan.task_factor,
@@ -97,7 +97,7 @@ rule transfer_scratch:
         runtime=240,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "transfer"),
+        code=code_digest("model", "tasks.transfer"),
         method="{method}",
         method_params=plan.transfer.scratch_params,
         seed=plan.job_seed,
@@ -125,7 +125,7 @@ rule transfer_predict:
         runtime=120,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "transfer"),
+        code=code_digest("model", "tasks.transfer"),
         seed=plan.transfer.predict_seed,
         settings=plan.predict_settings,
     script:
@@ -160,7 +160,7 @@ rule transfer_evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_digest("score", "transfer"),
+        code=code_digest("score", "tasks.transfer"),
         predictions=plan.transfer.task_predictions,
         metrics=lookup(dpath="transfer/metrics", within=config, default=None),
         threshold=config["reliability_threshold"],
@@ -191,7 +191,7 @@ rule transfer_table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "transfer"),
+        code=code_digest("score", "tasks.transfer"),
         transfer=lookup(dpath="transfer", within=config, default=None),
         methods=plan.transfer.methods,
         budgets=plan.transfer.budgets,
@@ -220,7 +220,7 @@ rule transfer_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "transfer"),
+        code=code_digest("plots", "tasks.transfer"),
         spec=plan.transfer.figure_spec,
         transfer=lookup(dpath="transfer", within=config, default=None),
         figure=config["figure"],

@@ -3,7 +3,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.device import set_threads
-from emdiffuse.isotropic import evaluate_volumes
+from emdiffuse.tasks.isotropic import evaluate_volumes
 
 set_threads(snakemake.threads)
 methods, sampled = snakemake.params.methods, snakemake.params.sampled

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.isotropic import isotropic_figure
+from emdiffuse.tasks.isotropic import isotropic_figure
 
 methods, sampled = snakemake.params.methods, snakemake.params.sampled
 isotropic_figure(

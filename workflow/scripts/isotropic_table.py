@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.isotropic import isotropic_table
+from emdiffuse.tasks.isotropic import isotropic_table
 
 isotropic_table(
     list(snakemake.input),

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.studies.loss_ablation import loss_ablation
+from emdiffuse.tasks.studies.loss_ablation import loss_ablation
 
 variants = ("on", "off")
 loss_ablation(

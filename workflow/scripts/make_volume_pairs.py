@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.isotropic import make_volume_pairs
+from emdiffuse.tasks.isotropic import make_volume_pairs
 
 out = snakemake.output
 make_volume_pairs(

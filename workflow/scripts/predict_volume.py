@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.isotropic import predict_volume
+from emdiffuse.tasks.isotropic import predict_volume
 
 predict_volume(
     snakemake.wildcards.method,

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.blockwise import restore_block
+from emdiffuse.tasks.blockwise import restore_block
 
 entry = snakemake.params.entry
 restore_block(

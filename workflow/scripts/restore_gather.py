@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.blockwise import gather
+from emdiffuse.tasks.blockwise import gather
 
 gather(
     snakemake.input.blocks,

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.studies.sampling import sampling_run
+from emdiffuse.tasks.studies.sampling import sampling_run
 
 sampling_run(
     snakemake.input.model,

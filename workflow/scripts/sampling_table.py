@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.studies.sampling import sampling_table
+from emdiffuse.tasks.studies.sampling import sampling_table
 
 sampling_table(
     list(snakemake.input.runs),

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.segmentation import segment_volumes
+from emdiffuse.tasks.segmentation import segment_volumes
 
 segment_volumes(
     snakemake.wildcards.dataset,

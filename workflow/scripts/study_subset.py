@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.studies import make_subset
+from emdiffuse.tasks.studies import make_subset
 
 make_subset(
     snakemake.input.pairs,

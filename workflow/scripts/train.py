@@ -2,8 +2,8 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.distributed import devices_for
-from emdiffuse.steps import train
+from emdiffuse.models.distributed import devices_for
+from emdiffuse.tasks.image import train
 
 train(
     snakemake.params.method,

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.segmentation import train_segmenter
+from emdiffuse.tasks.segmentation import train_segmenter
 
 train_segmenter(
     snakemake.params.segmentation,

@@ -2,8 +2,8 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.distributed import devices_for
-from emdiffuse.isotropic import train_volume
+from emdiffuse.models.distributed import devices_for
+from emdiffuse.tasks.isotropic import train_volume
 
 train_volume(
     snakemake.wildcards.method,

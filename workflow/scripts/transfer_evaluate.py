@@ -3,7 +3,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.device import set_threads
-from emdiffuse.transfer import evaluate
+from emdiffuse.tasks.transfer import evaluate
 
 set_threads(snakemake.threads)
 evaluate(

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.transfer import table
+from emdiffuse.tasks.transfer import table
 
 table(
     list(snakemake.input.metrics),

@@ -1,0 +1,197 @@
+"""Per-image metric rows and the paper-style tables aggregated from them.
+
+The table code does not know which metrics exist: it reads them from the metric registry and
+the per-image CSVs, so a new metric is one module plus one registry line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import markdown
+from ..evaluation import METRICS, compute
+from ..evaluation.calibration import DEFAULT_THRESHOLD, PAPER_THRESHOLD, flag_unreliable, paper_score, reliability_score
+
+ID_COLUMNS = ["task", "dataset", "method", "image", "level", "level_name"]
+
+
+def evaluate_images(
+    predictions: np.ndarray, targets: np.ndarray, level: np.ndarray, level_name: np.ndarray,
+    metrics: list[str], *, task: str, dataset: str, method: str,
+    uncertainty: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD,
+) -> pd.DataFrame:
+    """One row per test image with every requested metric; with an uncertainty map, also the
+    image's reliability score (relative to its contrast), whether it is flagged unreliable (score
+    above ``threshold``), and the paper's score and flag (:mod:`emdiffuse.evaluation.calibration`)."""
+    if predictions.shape != targets.shape:
+        raise ValueError(f"predictions {predictions.shape} and targets {targets.shape} differ in shape")
+    rows = []
+    for i, (pred, gt) in enumerate(zip(predictions, targets)):
+        row = {"task": task, "dataset": dataset, "method": method, "image": i,
+               "level": int(level[i]), "level_name": str(level_name[level[i]])}
+        row.update(compute(metrics, pred, gt))
+        if uncertainty is not None:
+            score, paper = reliability_score(uncertainty[i], pred), paper_score(uncertainty[i])
+            row.update(reliability=score, unreliable=bool(flag_unreliable(score, threshold)),
+                       reliability_paper=paper, unreliable_paper=bool(flag_unreliable(paper, PAPER_THRESHOLD)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean (fixed seed: tables are reproducible)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _stats(metric: str, values: np.ndarray) -> dict[str, float]:
+    """Mean, std and bootstrap CI over the finite values (a metric may be undefined on an image,
+    e.g. the resolution of a structureless crop); ``<metric>_undefined`` counts the others."""
+    finite = values[np.isfinite(values)]
+    low, high = bootstrap_ci(finite)
+    return {f"{metric}_mean": finite.mean() if len(finite) else float("nan"),
+            f"{metric}_std": finite.std(ddof=1) if len(finite) > 1 else 0.0,
+            f"{metric}_ci_low": low, f"{metric}_ci_high": high,
+            f"{metric}_undefined": int(len(values) - len(finite))}
+
+
+def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.DataFrame:
+    """Mean, std, bootstrap 95% CI and count per (dataset, level, method); level 'all' pools levels."""
+    pooled = rows.assign(level_name="all")
+    records = []
+    for frame in (pooled, rows):
+        for (dataset, level_name, method), group in frame.groupby(["dataset", "level_name", "method"], sort=False):
+            rec = {"dataset": dataset, "level": level_name, "method": method, "n": len(group)}
+            for m in metrics:
+                rec.update(_stats(m, group[m].to_numpy(dtype=np.float64)))
+            if "reliability" in group and group["reliability"].notna().any():
+                rec.update(reliability_mean=group["reliability"].mean(),
+                           unreliable_n=int(group["unreliable"].astype(bool).sum()))
+                if "threshold" in group:  # calibrated per model (``steps.evaluate``)
+                    rec["threshold"] = float(group["threshold"].max())
+                if "reliability_paper" in group:
+                    rec.update(reliability_paper_mean=group["reliability_paper"].mean(),
+                               unreliable_paper_n=int(group["unreliable_paper"].astype(bool).sum()))
+            records.append(rec)
+    table = pd.DataFrame(records)
+    order = {m: i for i, m in enumerate(methods)}
+    levels = ["all"] + [lv for lv in dict.fromkeys(rows["level_name"]) if lv != "all"]
+    table["_l"] = table["level"].map({lv: i for i, lv in enumerate(levels)})
+    table["_m"] = table["method"].map(order)
+    return table.sort_values(["dataset", "_l", "_m"]).drop(columns=["_l", "_m"]).reset_index(drop=True)
+
+
+def _cell(r: pd.Series, m: str, best: float) -> str:
+    cell = f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
+    if np.isfinite(r[f"{m}_ci_low"]):
+        cell += f" [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]"
+    if r["method"] != "input" and np.isclose(r[f"{m}_mean"], best):
+        cell = f"**{cell}**"
+    if r.get(f"{m}_undefined", 0):
+        cell += f" ({int(r[f'{m}_undefined'])} undefined)"
+    return cell
+
+
+def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str],
+                threshold: float = DEFAULT_THRESHOLD, budget_note: str | None = None) -> str:
+    """A readable table: mean ± std [95% CI] per metric, best value per block in bold."""
+    reliability = "reliability_mean" in table
+    header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
+    paper = "reliability_paper_mean" in table
+    header += ["reliability (flagged)"] if reliability else []
+    header += ["paper score (flagged)"] if paper else []
+    rows = []
+    for _, block in table.groupby(["dataset", "level"], sort=False):
+        learned = block[block["method"] != "input"]
+        best = {m: METRICS[m].best(learned[f"{m}_mean"]) if len(learned) else np.nan for m in metrics}
+        for _, r in block.iterrows():
+            cells = [r["dataset"], r["level"], r["method"], str(int(r["n"]))]
+            cells += [_cell(r, m, best[m]) for m in metrics]
+            if reliability:
+                cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
+            if paper:
+                cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
+            rows.append(cells)
+    lines = [f"# {title}", "", *markdown.table(header, rows)]
+    lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels;",
+              "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
+    if reliability:
+        lines += [f"Reliability: 99th percentile of the K-sample std map divided by the prediction's std (its "
+                  f"contrast), dimensionless, mean over images; (flagged): {_flag_rule(table, threshold)}."]
+    if paper:
+        lines += [f"Paper score: the 99th percentile alone, in [0, 1] intensity units (the official code's [-1, 1] "
+                  f"scale doubles it); (flagged): above the paper's {PAPER_THRESHOLD:g}, whose scale is unpublished."]
+    lines += ["", "Budgets:", ""] + ([budget_note, ""] if budget_note else [])
+    lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _flag_rule(table: pd.DataFrame, threshold: float) -> str:
+    """What (flagged) means: above each model's calibrated threshold (listed), else the fixed one."""
+    if "threshold" not in table or table["threshold"].isna().all():
+        return f"images above the threshold {threshold:g}"
+    calibrated = table.dropna(subset=["threshold"]).drop_duplicates(["dataset", "method"])
+    listed = "; ".join(f"{r['dataset']} {r['method']} {r['threshold']:.3f}" for _, r in calibrated.iterrows())
+    return (f"images scoring above their model's threshold, the highest score of its predictions on held-out "
+            f"images between the training and test ranges ({listed})")
+
+
+def _flag_cell(r: pd.Series, score: str, flagged: str) -> str:
+    """Mean score and (flagged / n), or a dash for a method without samples."""
+    if not np.isfinite(r.get(score, np.nan)):
+        return "—"
+    return f"{r[score]:.3f} ({int(r[flagged])}/{int(r['n'])})"
+
+
+def describe_budget(method: str, params: dict, trained: dict[str, dict] | None = None) -> str:
+    """One line stating what a method was given (iterations or seconds, batch, patch, sampling)
+    and, from ``trained`` (dataset -> :meth:`Method.budget` of the trained model), what it got."""
+    train = params.get("train")
+    if not train:
+        return "not learned (reference)"
+    if train.get("seconds") is None:
+        asked = f"{train['iterations']} iterations"
+    else:
+        asked = f"{train['seconds']:g} s of training" + (f" (cap {train['iterations']} iterations)"
+                                                         if train["iterations"] else "")
+    given = {"batch": train.get("batch_size"), "patch": train.get("patch"), "lr": train.get("lr")}
+    text = ", ".join([asked] + [f"{k} {v:g}" for k, v in given.items() if v is not None])  # unset: method default
+    sample = params.get("predict") or {}
+    if "sampler" in sample:
+        text += f"; sampler {sample['sampler']}, {sample['steps']} steps, K={sample['samples']} samples"
+        if sample.get("init", "noise") != "noise":
+            start = {"condition": "the condition", "cubic": "the cubic interpolation"}[sample["init"]]
+            text += f", chains started from {start} (not official)"
+    model = params.get("model", {})
+    if "preset" in model:
+        text += f"; network preset {model['preset']}"
+    if model.get("cubic_condition"):
+        text += ", also conditioned on the cubic interpolation of four sections (not official)"
+    return text + describe_trained(trained or {})
+
+
+def describe_trained(trained: dict[str, dict]) -> str:
+    """What training actually got per dataset (dataset -> :meth:`Method.budget`), appended to a
+    budget line; empty for a method that is not learned."""
+    return "".join(f"; trained on {dataset}: {got['iterations']} iterations in {got['seconds']:.1f} s, "
+                   f"batch {got['batch_size']}, patch {got['patch']}, {got.get('precision', 'fp32')}"
+                   for dataset, got in trained.items() if got)
+
+
+BUDGET_COLUMNS = ["iterations", "train_seconds", "batch_size", "patch", "precision"]
+
+
+def budget_columns(table: pd.DataFrame, trained: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """The table with the budget each (dataset, method) actually got as columns (empty for the
+    non-learned reference)."""
+    def value(row, key):
+        got = trained.get((row["dataset"], row["method"])) or {}
+        return got.get("seconds" if key == "train_seconds" else key, np.nan)
+
+    return table.assign(**{key: [value(r, key) for _, r in table.iterrows()] for key in BUDGET_COLUMNS})
