@@ -24,19 +24,29 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.
 
 
 def workflow_schema() -> dict:
-    """The config schema: the schema file's structure, with every method's settings block and the
-    method names taken from the method catalog (``emdiffuse/models/settings.yaml`` and the entries
-    of other packages), the one source of both."""
+    """The config schema: the schema file's structure, with every name list taken from its registry,
+    the one source of each: every method's settings block and the method names from the method
+    catalog (``emdiffuse/models/settings.yaml`` and the entries of other packages), the metrics from
+    ``evaluation.METRICS``, the dataset kinds from ``data.datasets.KINDS``, the budget modes from
+    ``budget.MODES``."""
     import yaml
 
+    from .budget import MODES
+    from .data.datasets import KINDS
+    from .evaluation import METRICS
     from .models.catalog import IMAGE, VOLUME, settings_document
 
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
-    schema["$defs"].update(settings_document()["$defs"])
-    schema["properties"]["methods"]["properties"] = {name: entry.schema for name, entry in {**IMAGE, **VOLUME}.items()}
-    schema["$defs"]["task_common"]["methods"]["items"] = {"enum": list(IMAGE)}
-    schema["properties"]["transfer"]["properties"]["methods"]["items"] = {"enum": list(IMAGE)}
-    schema["$defs"]["isotropic_task"]["properties"]["methods"]["items"] = {"enum": list(VOLUME)}
+    defs, props = schema["$defs"], schema["properties"]
+    defs.update(settings_document()["$defs"])
+    props["methods"]["properties"] = {name: entry.schema for name, entry in {**IMAGE, **VOLUME}.items()}
+    defs["task_common"]["methods"]["items"] = {"enum": list(IMAGE)}
+    props["transfer"]["properties"]["methods"]["items"] = {"enum": list(IMAGE)}
+    defs["isotropic_task"]["properties"]["methods"]["items"] = {"enum": list(VOLUME)}
+    props["sampling_study"]["properties"]["method"]["enum"] = [name for name, e in IMAGE.items() if e.sampled]
+    defs["metric"]["enum"] = list(METRICS)
+    defs["dataset"]["properties"]["kind"]["enum"] = sorted(KINDS)
+    props["budget"]["properties"]["mode"]["enum"] = list(MODES)
     return schema
 
 

@@ -123,6 +123,31 @@ def test_schema_knows_exactly_the_catalog_methods(schema):
         assert generated["properties"]["methods"]["properties"][name] == entry.schema, name
 
 
+def test_every_name_list_comes_from_its_registry(schema):
+    """Metric names, samplers, dataset kinds, budget modes and the sampled methods are written once,
+    in their registries: the schema file holds no copy, the generated schema lists exactly them, and
+    the samplers the settings name are the ones the diffusion code runs."""
+    import json
+    import re
+
+    from emdiffuse.budget import MODES
+    from emdiffuse.config import SCHEMA
+    from emdiffuse.data.datasets import KINDS
+    from emdiffuse.evaluation import METRICS
+    from emdiffuse.models.catalog import settings_document
+    from emdiffuse.models.diffusion import SAMPLERS
+
+    lists = [{n.strip() for n in items.split(",")} for items in re.findall(r"enum: \[([^]]*)\]", SCHEMA.read_text())]
+    for names in (METRICS, SAMPLERS, KINDS, MODES, ["emdiffuse", "emdiffuse_v"]):
+        assert set(names) not in lists, f"the schema file repeats {sorted(names)}"
+    generated = json.loads(open(schema).read())
+    assert generated["$defs"]["metric"]["enum"] == list(METRICS)
+    assert generated["$defs"]["sampler"]["enum"] == list(SAMPLERS) == settings_document()["$defs"]["sampler"]["enum"]
+    assert set(generated["$defs"]["dataset"]["properties"]["kind"]["enum"]) == set(KINDS)
+    assert generated["properties"]["budget"]["properties"]["mode"]["enum"] == list(MODES)
+    assert generated["properties"]["sampling_study"]["properties"]["method"]["enum"] == ["emdiffuse", "emdiffuse_v"]
+
+
 def test_method_defaults_come_from_the_settings_schema():
     """One source: a method's defaults are its schema's defaults (a variant's changed ones included),
     required keys without a default stay required, and blocks marked x-whole are taken whole."""

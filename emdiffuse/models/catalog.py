@@ -147,6 +147,11 @@ class Entry:
         """The method's default params (:func:`merge_params` overlays a config on them)."""
         return settings_defaults(self.schema, self.implementation)
 
+    @property
+    def sampled(self) -> bool:
+        """Does the method draw K samples per input (an uncertainty map, a reliability score)?"""
+        return "samples" in self.defaults.get("predict", {})
+
     def load(self) -> type:
         """The method class (imports its module, and with it torch)."""
         module, name = self.implementation.split(":")

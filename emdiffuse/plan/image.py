@@ -10,11 +10,6 @@ from .base import Part
 LONGEST = ("emdiffuse", "emdiffuse_v")
 
 
-def is_sampled(method: str) -> bool:
-    """Does the image method draw K samples (an uncertainty map, so a reliability calibration)?"""
-    return "samples" in IMAGE[method].defaults.get("predict", {})
-
-
 class ImagePlan(Part):
     def task(self, wildcards) -> dict:
         return self.config["tasks"][wildcards.task]
@@ -23,7 +18,7 @@ class ImagePlan(Part):
         """The table (CSV and Markdown) and the figure of one task, and its reliability
         calibration when a stochastic method (EMDiffuse) is compared."""
         outputs = [f"results/tables/{task}.csv", f"results/tables/{task}.md", f"results/figures/{task}.png"]
-        if any(is_sampled(m) for m in self.config["tasks"][task]["methods"]):
+        if any(IMAGE[m].sampled for m in self.config["tasks"][task]["methods"]):
             outputs += [f"results/tables/{task}_calibration.md", f"results/figures/{task}_calibration.png"]
         return outputs
 
