@@ -87,7 +87,8 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
     return table.sort_values(["dataset", "_l", "_m"]).drop(columns=["_l", "_m"]).reset_index(drop=True)
 
 
-def _cell(r: pd.Series, m: str, best: float) -> str:
+def metric_cell(r: pd.Series, m: str, best: float) -> str:
+    """mean ± std [95% CI] of one metric, in bold where it is the block's best."""
     cell = f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
     if np.isfinite(r[f"{m}_ci_low"]):
         cell += f" [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]"
@@ -104,20 +105,15 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
     reliability = "reliability_mean" in table
     header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     paper = "reliability_paper_mean" in table
-    header += ["reliability (flagged)"] if reliability else []
-    header += ["paper score (flagged)"] if paper else []
+    flags = reliability_columns(table)
+    header += [h for h, _, _ in flags]
     rows = []
     for _, block in table.groupby(["dataset", "level"], sort=False):
         learned = block[block["method"] != "input"]
         best = {m: METRICS[m].best(learned[f"{m}_mean"]) if len(learned) else np.nan for m in metrics}
         for _, r in block.iterrows():
             cells = [r["dataset"], r["level"], r["method"], str(int(r["n"]))]
-            cells += [_cell(r, m, best[m]) for m in metrics]
-            if reliability:
-                cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
-            if paper:
-                cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
-            rows.append(cells)
+            rows.append(cells + [metric_cell(r, m, best[m]) for m in metrics] + reliability_cells(r, flags))
     lines = [f"# {title}", "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over test images; level 'all' pools the noise levels;",
               "bold: best learned method. (k undefined): images where the metric is undefined (left out)."]
@@ -147,6 +143,20 @@ def _flag_cell(r: pd.Series, score: str, flagged: str) -> str:
     if not np.isfinite(r.get(score, np.nan)):
         return "—"
     return f"{r[score]:.3f} ({int(r[flagged])}/{int(r['n'])})"
+
+
+#: the self-assessment columns a table may hold: (header, mean score column, flagged count column)
+RELIABILITY_COLUMNS = (("reliability (flagged)", "reliability_mean", "unreliable_n"),
+                       ("paper score (flagged)", "reliability_paper_mean", "unreliable_paper_n"))
+
+
+def reliability_columns(table: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The self-assessment columns of a summary (none where no method draws samples)."""
+    return [c for c in RELIABILITY_COLUMNS if c[1] in table]
+
+
+def reliability_cells(r: pd.Series, columns: list[tuple[str, str, str]]) -> list[str]:
+    return [_flag_cell(r, score, flagged) for _, score, flagged in columns]
 
 
 def describe_budget(method: str, params: dict, trained: dict[str, dict] | None = None) -> str:

@@ -396,25 +396,20 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
     """mean ± std [95% CI] per metric and plane, best learned-or-not method per block in bold."""
     from ..evaluation import METRICS
     from ..evaluation.calibration import PAPER_THRESHOLD
-    from ..reporting.tables import _cell, _flag_cell
+    from ..reporting.tables import metric_cell, reliability_cells, reliability_columns
 
     reliability = "reliability_mean" in table
-    paper = "reliability_paper_mean" in table
     header = ["dataset", "plane", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
-    header += ["reliability (flagged)"] if reliability else []
-    header += ["paper score (flagged)"] if paper else []
+    flags = reliability_columns(table)
+    header += [h for h, _, _ in flags]
     rows = []
     for (_, plane), block in table.groupby(["dataset", "plane"], sort=False):
         scored = plane_metrics(metrics, plane)
         best = {m: _best(m, block[f"{m}_mean"]) for m in scored}
         for _, r in block.iterrows():
             cells = [r["dataset"], plane.upper(), r["method"], str(int(r["n"]))]
-            cells += [_cell(r, m, best[m]) if m in scored else "n/a" for m in metrics]
-            if reliability:
-                cells.append(_flag_cell(r, "reliability_mean", "unreliable_n"))
-            if paper:
-                cells.append(_flag_cell(r, "reliability_paper_mean", "unreliable_paper_n"))
-            rows.append(cells)
+            cells += [metric_cell(r, m, best[m]) if m in scored else "n/a" for m in metrics]
+            rows.append(cells + reliability_cells(r, flags))
     lines = [f"# {TASK}: reconstruction quality per plane", "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over the scored planes of the test volume (n per view,",
               "spread evenly); bold: best method. n/a: " + ", ".join(f"{m} is scored on {'/'.join(v).upper()} only"

@@ -249,7 +249,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, setup: l
     """Mean ± std [95% CI] per metric for every task x level x method x variant; the best learned
     row of each (task, level) block in bold; then the setup and every variant's budget."""
     from ..evaluation import METRICS
-    from ..reporting.tables import _cell
+    from ..reporting.tables import metric_cell
 
     header = ["task", "level", "method", "variant", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     rows = []
@@ -259,7 +259,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, setup: l
                 else np.nan for m in metrics}
         for _, r in block.iterrows():
             cells = [r["task"], r["level"], r["method"], r["variant"], str(int(r["n"]))]
-            rows.append(cells + [_cell(r, m, best[m]) for m in metrics])
+            rows.append(cells + [metric_cell(r, m, best[m]) for m in metrics])
     lines = [f"# {title}", "", *setup, "", *markdown.table(header, rows)]
     lines += ["", "Mean ± std [bootstrap 95% CI of the mean] over the target's test images; level 'all' pools "
               "the levels; bold: best learned row per task and level. (k undefined): images where the metric "
