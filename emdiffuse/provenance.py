@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent
 #: code shared by the rules of one stage (package sub-packages or modules, relative to ``emdiffuse``)
 GROUPS = {
     "data": ("data", "io", "config"),
-    "model": ("models", "device", "data.volumes", "io", "budget", "config"),
+    "model": ("models", "device", "io", "budget", "config"),
     "score": ("evaluation", "reporting.tables", "reporting.markdown", "io"),
     "plots": ("reporting.plots", "io"),
 }

@@ -50,7 +50,7 @@ def tiny_diffusion_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def schema(tmp_path_factory) -> str:
     """The schema the workflow validates against: the schema file with the catalog's method names."""
-    from emdiffuse.config import write_workflow_schema
+    from emdiffuse.plan.schema import write_workflow_schema
 
     return str(write_workflow_schema(tmp_path_factory.mktemp("schema")))
 

@@ -19,7 +19,8 @@ from torch import nn
 
 from emdiffuse.tasks import image as steps
 from emdiffuse.budget import apply_budget, check_budget, describe_mode
-from emdiffuse.config import ConfigError, check_references
+from emdiffuse.config import ConfigError
+from emdiffuse.plan import check_config
 from emdiffuse.models.registry import build_method, load_method
 from emdiffuse.models.patches import PatchSampler
 from emdiffuse.reporting.tables import describe_budget, evaluate_images
@@ -70,7 +71,7 @@ def test_seconds_mode_sets_a_deadline_and_an_optional_cap(default_config):
 def test_inconsistent_budgets_are_config_errors(default_config, budget, message):
     default_config["budget"] = budget
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        check_references(default_config)
+        check_config(default_config)
 
 
 def test_consistent_budgets_pass_and_the_schema_checks_values(default_config, repo, monkeypatch, schema):

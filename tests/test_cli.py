@@ -46,7 +46,7 @@ def test_predict_zarr_image(model_path, tmp_path):
 
 
 def test_predict_reads_the_ome_zarr_the_workflow_writes(model_path, tmp_path):
-    from emdiffuse.data.volumes import write_volume
+    from emdiffuse.models.volumes import write_volume
 
     stack = np.random.default_rng(3).random((2, 40, 36)).astype(np.float32)
     write_volume(tmp_path / "sections.zarr", stack, (30.0, 4.0, 4.0))
@@ -217,7 +217,7 @@ def test_a_volume_model_reconstructs_a_users_sections_with_the_finer_z_spacing(t
     an uncertainty volume and one reliability score per output slice; tiling flags apply."""
     from emdiffuse.data.phantom import generate_volume
     from emdiffuse.models.volume_methods import build_volume_method
-    from emdiffuse.data.volumes import make_anisotropic, output_positions
+    from emdiffuse.models.volumes import make_anisotropic, output_positions
 
     iso, _ = generate_volume((17, 20, 28), 8.0, seed=0)
     params = {"model": {"preset": "tiny"},
@@ -281,6 +281,7 @@ def test_a_stack_larger_than_the_slab_budget_is_restored_slab_by_slab(kind, mode
     one slice (2D model) or one z chunk (volume model) read at a time, written through a staged
     Zarr: the same output as the whole stack in memory."""
     import emdiffuse.cli as cli
+    import emdiffuse.tasks.restore as restore
     import emdiffuse.io as io
     from emdiffuse.models.registry import load_model_file
     from emdiffuse.models.volume_methods import build_volume_method
@@ -288,7 +289,7 @@ def test_a_stack_larger_than_the_slab_budget_is_restored_slab_by_slab(kind, mode
     stack = (np.random.default_rng(2).random((9, 24, 32)) * 4000).astype(np.uint16)
     write_tiff(tmp_path / "in.tif", stack, voxel_nm=(24.0, 8.0, 8.0))
     monkeypatch.setattr(io, "LAZY_TIFF_BYTES", 0)
-    monkeypatch.setattr(cli, "PERCENTILE_SAMPLE", 3 * 24 * 32)  # every third slice
+    monkeypatch.setattr(restore, "PERCENTILE_SAMPLE", 3 * 24 * 32)  # every third slice
     lazy, _ = io.open_image(tmp_path / "in.tif")
     assert not isinstance(lazy, np.ndarray)
     recorded = _Recorded(lazy)
@@ -303,7 +304,7 @@ def test_a_stack_larger_than_the_slab_budget_is_restored_slab_by_slab(kind, mode
     assert main(["predict", "--model", str(path), "--input", str(tmp_path / "in.tif"),
                  "--output", str(tmp_path / "o.zarr")]) == 0
     assert max(recorded.reads[1:]) <= slab and recorded.reads[0] == 3 * 24 * 32  # the percentile sample
-    to_unit = cli.unit_range(stack, "in")
+    to_unit = restore.unit_range(stack, "in")
     expected = model.predict(to_unit(stack), seed=0, progress=False)
     np.testing.assert_array_equal(read_zarr(tmp_path / "o.zarr")[0], expected["prediction"])
     if "uncertainty" in expected:

@@ -8,7 +8,8 @@ import pytest
 from snakemake.utils import validate
 from snakemake_interface_common.exceptions import WorkflowError
 
-from emdiffuse.config import ConfigError, check_references, derived_seed, drop_null_blocks
+from emdiffuse.config import ConfigError, derived_seed, drop_null_blocks
+from emdiffuse.plan import check_config
 
 
 
@@ -23,7 +24,7 @@ def test_shipped_configs_are_valid(repo, name, schema):
 
     config = yaml.safe_load((repo / "config" / name).read_text())
     validate(config, schema)
-    check_references(config)
+    check_config(config)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,7 @@ def test_nan_and_inf_are_refused_with_their_key(default_config, value, schema):
     default_config["methods"]["care"]["train"]["lr"] = value
     validate(default_config, schema)  # NaN and inf slip through every schema bound ...
     with pytest.raises(ConfigError, match=rf"methods\.care\.train\.lr: {value} is not a finite number"):
-        check_references(default_config)  # ... so the Python checks refuse them
+        check_config(default_config)  # ... so the Python checks refuse them
 
 
 def test_every_learned_method_takes_checkpoint_every(default_config, schema):
@@ -69,29 +70,29 @@ def test_optional_blocks_may_be_null(default_config, schema):
     drop_null_blocks(default_config)
     assert not {"sampling_study", "loss_ablation", "transfer"} & set(default_config)
     validate(default_config, schema)
-    check_references(default_config)
+    check_config(default_config)
 
 
 def test_task_naming_an_undefined_dataset(default_config):
     default_config["tasks"]["denoise"]["datasets"].append("nowhere")
     with pytest.raises(ConfigError, match=r"tasks\.denoise\.datasets names 'nowhere'"):
-        check_references(default_config)
+        check_config(default_config)
 
 
 def test_task_naming_a_method_without_settings(default_config):
     del default_config["methods"]["care"]
     with pytest.raises(ConfigError, match=r"tasks\.denoise\.methods names 'care'"):
-        check_references(default_config)
+        check_config(default_config)
 
 
 def test_real_pairs_need_datasets_with_those_acquisitions(default_config, schema):
     default_config["tasks"]["denoise"]["pairs"] = {"source": "real", "levels": ["1us"]}
     validate(default_config, schema)
     with pytest.raises(ConfigError, match=r"datasets\.phantom_neuropil .*has no real acquisitions"):
-        check_references(default_config)
+        check_config(default_config)
     default_config["datasets"]["phantom_neuropil"]["inputs"] = {"2us": "x.tif"}
     with pytest.raises(ConfigError, match=r"tasks\.denoise\.pairs\.levels names \['1us'\]"):
-        check_references(default_config)
+        check_config(default_config)
 
 
 def test_real_pairs_need_their_levels(default_config, schema):
@@ -131,7 +132,7 @@ def test_every_name_list_comes_from_its_registry(schema):
     import re
 
     from emdiffuse.budget import MODES
-    from emdiffuse.config import SCHEMA
+    from emdiffuse.plan.schema import SCHEMA
     from emdiffuse.data.datasets import KINDS
     from emdiffuse.evaluation import METRICS
     from emdiffuse.models.catalog import settings_document
@@ -174,7 +175,7 @@ def test_unknown_methods_and_method_keys_are_named(default_config, schema):
     bad["tasks"]["denoise"]["methods"].append("noise2void")
     with pytest.raises(WorkflowError, match="noise2void"):
         validate(bad, schema)
-    # also checked against the method's defaults before any job (`emdiffuse.config.check_references`)
+    # also checked against the method's defaults before any job (`emdiffuse.plan.check_config`)
     default_config["methods"]["care"]["train"]["iteratons"] = 3
     with pytest.raises(ConfigError, match=r"methods.care.train: unknown key\(s\) \['iteratons'\]"):
-        check_references(default_config)
+        check_config(default_config)

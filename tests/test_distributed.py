@@ -67,7 +67,7 @@ VEMDIFFUSE = {"model": {"preset": "tiny"},
 
 @pytest.fixture
 def volume(tmp_path):
-    from emdiffuse.data.volumes import write_volume
+    from emdiffuse.models.volumes import write_volume
 
     path = tmp_path / "train.tif"
     write_volume(path, np.random.default_rng(1).random((12, 24, 24)).astype(np.float32), (8.0, 8.0, 8.0))

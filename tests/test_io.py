@@ -42,7 +42,7 @@ def test_ome_zarr_round_trips_the_volume_and_voxel_size_with_a_lateral_pyramid(t
     import json
 
     from emdiffuse.io import read_zarr, write_ome_zarr
-    from emdiffuse.data.volumes import read_volume, write_volume
+    from emdiffuse.models.volumes import read_volume, write_volume
 
     volume = np.random.default_rng(0).random((5, 300, 260)).astype(np.float32)
     write_volume(tmp_path / "v.zarr", volume, (40.0, 8.0, 8.0))

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from emdiffuse.tasks import isotropic as iso
-from emdiffuse.config import ConfigError, check_references
+from emdiffuse.config import ConfigError
+from emdiffuse.plan import check_config
 from emdiffuse.data.degrade import anisotropic
 from emdiffuse.io import load_npz
-from emdiffuse.data.volumes import output_positions, read_volume, section_positions, write_volume
+from emdiffuse.models.volumes import output_positions, read_volume, section_positions, write_volume
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -167,7 +168,7 @@ def base_config():
 
 def test_config_helpers_and_checks():
     config = base_config()
-    check_references(config)
+    check_config(config)
     task = config["tasks"]["isotropic"]
     assert iso.z_factor_for(task, "p") == 4 and iso.z_factor_for(task, "m") == 5
     assert iso.dataset_methods(task, config["datasets"]["p"]) == ["linear", "vemdiffuse_i", "vemdiffuse_a"]
@@ -183,28 +184,28 @@ def test_config_helpers_and_checks():
     bad = copy.deepcopy(config)
     bad["tasks"]["isotropic"]["z_factor_by_dataset"] = {"q": 6}
     with pytest.raises(ConfigError, match="z_factor_by_dataset names 'q'"):
-        check_references(bad)
+        check_config(bad)
     bad = copy.deepcopy(config)
     bad["tasks"]["isotropic"]["z_factor_by_dataset"] = {"m": 2}  # 40 nm / 2 = 20 nm, far from 8 nm pixels
     with pytest.raises(ConfigError, match="z_factor_by_dataset.m.*about 5"):
-        check_references(bad)
+        check_config(bad)
     bad = copy.deepcopy(config)
     bad["datasets"]["m"]["voxel_nm"] = [30, 10, 10]  # x5 before; x4: 7.5 nm slices from 10 nm pixels
     bad["tasks"]["isotropic"]["z_factor_by_dataset"] = {"m": 4}
     with pytest.raises(ConfigError, match="z_factor_by_dataset.m: 4 turns 30 nm sections into 7.5 nm.*about 3"):
-        check_references(bad)
+        check_config(bad)
     del bad["tasks"]["isotropic"]["z_factor_by_dataset"]  # the task's own factor names its own key
     bad["tasks"]["isotropic"]["z_factor"] = 2
     with pytest.raises(ConfigError, match=r"tasks.isotropic.z_factor \(for m; override .*\): 2 turns 30 nm"):
-        check_references(bad)
+        check_config(bad)
     bad = copy.deepcopy(config)
     bad["tasks"]["isotropic"]["metrics"] = ["PSNR", "resolution_ratio"]  # 4 sections x4: 12 slices deep
     with pytest.raises(ConfigError, match=r"test_sections: 4 sections x4 \(p\) reconstruct 12 slices.*use >= 12"):
-        check_references(bad)
+        check_config(bad)
     bad = copy.deepcopy(config)
     bad["methods"]["vemdiffuse_i"]["train"]["iteratons"] = 3
     with pytest.raises(ConfigError, match=r"methods.vemdiffuse_i.train: unknown key"):
-        check_references(bad)
+        check_config(bad)
 
 
 def test_predict_volume_writes_the_isotropic_voxel_and_checks_uncertainty(tmp_path):

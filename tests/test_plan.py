@@ -7,7 +7,8 @@ import re
 import pytest
 from jsonschema import validate
 
-from emdiffuse.config import ConfigError, drop_null_blocks, workflow_schema
+from emdiffuse.config import ConfigError, drop_null_blocks
+from emdiffuse.plan.schema import workflow_schema
 from emdiffuse.plan import Plan
 
 

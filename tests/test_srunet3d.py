@@ -8,7 +8,7 @@ from emdiffuse.data.phantom import generate_volume
 from emdiffuse.models.srunet3d import SRUNet3D, cubic_weighted_mse
 from emdiffuse.models.unet import count_parameters
 from emdiffuse.models.volume_methods import build_volume_method, load_volume_method
-from emdiffuse.data.volumes import BlockSampler, make_anisotropic
+from emdiffuse.models.volumes import BlockSampler, make_anisotropic
 
 CPU = torch.device("cpu")
 QUIET = dict(progress=False, log=lambda *_: None)

@@ -11,7 +11,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 import emdiffuse.models.train as train_module
-from emdiffuse.config import ConfigError, check_references
+from emdiffuse.config import ConfigError
+from emdiffuse.plan import check_config
 from emdiffuse.data.datasets import prepare, save_prepared
 from emdiffuse.io import load_npz, save_npz
 from emdiffuse.models.catalog import IMAGE
@@ -312,7 +313,7 @@ def test_cross_references_name_the_key(default_config, mutate, message):
     bad = copy.deepcopy(default_config)
     mutate(bad)
     with pytest.raises(ConfigError, match=message):
-        check_references(bad)
+        check_config(bad)
 
 
 def test_methods_default_to_each_base_task(default_config):

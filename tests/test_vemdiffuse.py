@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import emdiffuse.data.phantom as phantom_module
-import emdiffuse.data.volumes as volumes_module
+import emdiffuse.models.volumes as volumes_module
 from emdiffuse.data.phantom import generate_volume
 from emdiffuse.models.unet import PRESETS
 from emdiffuse.models.vemdiffuse import IndexedUNet, pair_sample
 from emdiffuse.models.volume_methods import build_volume_method, load_volume_method
-from emdiffuse.data.volumes import BlockSampler, make_anisotropic
+from emdiffuse.models.volumes import BlockSampler, make_anisotropic
 
 CPU = torch.device("cpu")
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -189,7 +189,7 @@ def test_condition_init_starts_each_slice_from_its_sections_interpolation(fitted
 def test_cubic_init_starts_each_slice_from_the_cubic_interpolation_of_the_sections(fitted, data, monkeypatch):
     """init "cubic": the chains start from ``interpolate_z(sections, z, positions, "cubic")`` (in
     [-1, 1]), slice by slice in output order, and z chunks (one section of context) change nothing."""
-    from emdiffuse.data.volumes import interpolate_z, output_positions
+    from emdiffuse.models.volumes import interpolate_z, output_positions
 
     method, path = fitted
     m = load_volume_method(path, device=CPU)
@@ -241,7 +241,7 @@ def test_shared_z_noise_gives_the_slices_of_a_gap_one_draw_per_sample(fitted, da
 
 @pytest.mark.parametrize("z", [3, 4])
 def test_the_cubic_condition_is_the_cubic_interpolation_of_four_sections_at_the_target(z):
-    from emdiffuse.data.volumes import interpolate_z
+    from emdiffuse.models.volumes import interpolate_z
 
     block = np.random.default_rng(0).random((4 * z, 8, 8), dtype=np.float32)
     make = pair_sample(z, blur_p=0.0, section_profile="box", cubic_condition=True)

@@ -9,7 +9,7 @@ import torch
 from emdiffuse.data.degrade import anisotropic_positions
 from emdiffuse.models.catalog import VOLUME
 from emdiffuse.models.volume_methods import CubicMethod, build_volume_method, load_volume_method
-from emdiffuse.data.volumes import (
+from emdiffuse.models.volumes import (
     BlockSampler, interpolate_z, isotropic_voxel, make_anisotropic, output_positions, pair_offsets, plane_views, process_in_chunks, read_volume, tiled_stack_apply, write_volume,
 )
 

@@ -392,7 +392,7 @@ def test_new_dataset_through_config_alone(repo, tmp_path, test_config):
 def check_isotropic_outputs(root, config):
     """Every method x plane in the table with finite metrics (resolution ratio on XZ/YZ only), the
     reconstruction with its voxel size and uncertainty, and the mIoU table and renders."""
-    from emdiffuse.data.volumes import read_volume
+    from emdiffuse.models.volumes import read_volume
 
     task = config["tasks"]["isotropic"]
     table = pd.read_csv(root / "results" / "tables" / "isotropic.csv")

@@ -94,7 +94,7 @@ def gradient_stats(images: np.ndarray) -> dict[str, float]:
 def cubic_psnr(volume: np.ndarray, z_factor: int) -> float:
     """PSNR (data range 1) of cubic interpolation from thick sections of ``z_factor`` slices against
     the slices it reconstructs: the isotropic task's own degradation and cubic baseline."""
-    from ..data.volumes import interpolate_z, make_anisotropic, output_positions
+    from ..models.volumes import interpolate_z, make_anisotropic, output_positions
 
     volume = np.asarray(volume, dtype=np.float32)
     sections = make_anisotropic(volume, z_factor)

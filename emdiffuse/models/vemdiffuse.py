@@ -7,7 +7,7 @@ one intermediate slice, and the U-Net also embeds *which* slice (sinusoidal embe
 each with its own index and independent noise.
 
 The index is the slice's offset from the lower section centre in isotropic slices (see
-``emdiffuse.data.volumes``): 1 .. z-1 in the official keep-every-z-th-slice setting; here the sections
+``emdiffuse.models.volumes``): 1 .. z-1 in the official keep-every-z-th-slice setting; here the sections
 are integrated like real ones, so it runs over 0 .. z (odd z) or 0.5 .. z - 0.5 (even z), and the
 sinusoidal embedding takes it as a real number.
 
@@ -34,7 +34,7 @@ from emdiffuse.data.degrade import anisotropic
 from emdiffuse.models.methods import image_seed
 from emdiffuse.models.unet import PRESETS, DiffusionUNet, gamma_embedding
 from emdiffuse.models.patches import OFFICIAL_BLUR_SIGMA
-from emdiffuse.data.volumes import interpolate_z, output_positions, pair_offsets, tiled_stack_apply
+from emdiffuse.models.volumes import interpolate_z, output_positions, pair_offsets, tiled_stack_apply
 
 
 class IndexedUNet(nn.Module):

@@ -22,7 +22,7 @@ from emdiffuse.data.degrade import anisotropic
 from emdiffuse.models import catalog
 from emdiffuse.models.lifecycle import Model, read_checkpoint
 from emdiffuse.models.methods import DiffusionWeights
-from emdiffuse.data.volumes import BlockSampler, interpolate_z, iter_chunks, output_positions, stitch, tiled_stack_apply
+from emdiffuse.models.volumes import BlockSampler, interpolate_z, iter_chunks, output_positions, stitch, tiled_stack_apply
 
 
 class VolumeMethod(Model):

@@ -19,18 +19,42 @@ from .restore import RestorePlan
 from .studies import StudyPlan
 from .transfer import TransferPlan
 
-__all__ = ["Plan", "alternatives"]
+__all__ = ["Plan", "alternatives", "check_config"]
+
+
+def check_config(config: dict) -> None:
+    """What the schema cannot check (cross-references, values that need a registry), with voxel sizes
+    filled in first: the config's own checks, then each task's and study's. Every check names the
+    key and what was expected (:class:`emdiffuse.config.ConfigError`)."""
+    from ..config import check_references
+    from ..data.datasets import fill_voxel_sizes
+    from ..tasks.isotropic import check_isotropic
+    from ..tasks.studies import check_studies
+    from ..tasks.transfer import check_transfer
+
+    fill_voxel_sizes(config)
+    for check in (check_references, check_image_methods, check_isotropic, check_transfer, check_studies):
+        check(config)
+
+
+def check_image_methods(config: dict) -> None:
+    """Each image method's settings against its defaults (unknown or missing keys), before any job runs."""
+    from ..config import ConfigError
+    from ..models.catalog import image_method, merge_params
+
+    named = {m for name, task in config.get("tasks", {}).items() if name != "isotropic" for m in task.get("methods", [])}
+    for method in sorted(named | set((config.get("transfer") or {}).get("methods") or [])):
+        try:
+            merge_params(image_method(method, "methods").defaults, config["methods"].get(method, {}), f"methods.{method}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class Plan(Part):
     """Every part of the workflow's plan for one config (validated against the schema first)."""
 
     def __init__(self, config: dict, reference_em: str):
-        from ..config import check_references
-        from ..data.datasets import fill_voxel_sizes
-
-        fill_voxel_sizes(config)
-        check_references(config)
+        check_config(config)
         super().__init__(config)
         self.datasets = DatasetPlan(config, reference_em)
         self.image = ImagePlan(config)

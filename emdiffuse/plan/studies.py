@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..config import ConfigError, derived_seed
 from ..models.catalog import train_params
-from ..tasks.studies import check_studies
 from ..tasks.studies.loss_ablation import ablation_params
 from ..reporting.tables import describe_budget
 from .base import Part
@@ -21,7 +20,6 @@ def subset_path(study: dict, task: str, dataset: str) -> str:
 
 class StudyPlan(Part):
     def __init__(self, config: dict):
-        check_studies(config)
         super().__init__(config)
         self.sampling = config.get("sampling_study")
         self.ablation = config.get("loss_ablation")

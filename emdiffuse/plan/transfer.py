@@ -10,7 +10,6 @@ from .base import Part
 
 class TransferPlan(Part):
     def __init__(self, config: dict):
-        lib.check_transfer(config)
         super().__init__(config)
         self.block = config.get("transfer")
         self.all_variants = [lib.REFERENCE, *lib.VARIANTS]

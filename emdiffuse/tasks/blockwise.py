@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from ..io import load_npz, open_image, save_npz, write_text
+from .restore import output_voxel, setting_overrides, sibling, unit_range, write_outputs
 
 
 def block_share(n: int, block: int, blocks: int, what: str, where: str) -> range:
@@ -30,11 +30,10 @@ def block_share(n: int, block: int, blocks: int, what: str, where: str) -> range
 def restore_block(model_path: str | Path, input_path: str | Path, block: int, blocks: int, out_path: str | Path,
                   *, seed: int, settings: dict | None = None, where: str = "restore", threads: int | None = None) -> None:
     """Restore block ``block`` of ``blocks`` of the input and save it (``first``: its first output slice)."""
-    from ..cli import SETTING_FLAGS, setting_overrides, unit_range
     from ..device import pick_device, seed_everything, set_threads
     from ..models.registry import load_model_file
     from ..models.volume_methods import VolumeMethod
-    from ..data.volumes import chunk_runs
+    from ..models.volumes import chunk_runs
 
     set_threads(threads)
     seed_everything(seed)
@@ -43,8 +42,7 @@ def restore_block(model_path: str | Path, input_path: str | Path, block: int, bl
         raise ValueError(f"{where}.input: {input_path} has shape {image.shape}; a block-wise restore needs a (z, y, x) stack")
     to_unit = unit_range(image, str(input_path))
     model = load_model_file(model_path, device=pick_device())
-    flags = SimpleNamespace(**{key: (settings or {}).get(key) for key in SETTING_FLAGS})
-    overrides = setting_overrides(model, flags)
+    overrides = setting_overrides(model, settings or {})
     if isinstance(model, VolumeMethod):
         chunk = model.predict_settings(overrides)["chunk"]
         runs = chunk_runs(image.shape[0], chunk)
@@ -64,9 +62,8 @@ def gather(block_paths: list[str | Path], model_path: str | Path, input_path: st
            *, threshold: float) -> None:
     """Write the blocks, in order, into one prediction (and uncertainty) file, TIFF or OME-Zarr by
     its name, with the reliability report beside it, as ``emdiffuse predict`` writes them."""
-    from ..cli import _write_outputs, output_voxel, sibling
     from ..models.lifecycle import read_checkpoint
-    from ..data.volumes import isotropic_voxel, output_positions
+    from ..models.volumes import isotropic_voxel, output_positions
 
     image, voxel = open_image(input_path)
     z_factor = read_checkpoint(model_path).get("z_factor")
@@ -93,5 +90,5 @@ def gather(block_paths: list[str | Path], model_path: str | Path, input_path: st
 
     output = Path(output)
     report = {"input": str(input_path), "model": str(model_path), "prediction": str(output), "blocks": len(block_paths)}
-    report.update(_write_outputs(slabs(), shape, voxel, output, "uncertainty" in first_block, threshold))
+    report.update(write_outputs(slabs(), shape, voxel, output, "uncertainty" in first_block, threshold))
     write_text(sibling(output, "reliability").with_suffix(".json"), json.dumps(report, indent=2))

@@ -34,7 +34,7 @@ PLANE_ONLY = {"resolution_ratio": ("xz", "yz")}
 VIEWS = ("xy", "xz", "yz")
 
 
-# --- config helpers (used by the Snakefile and by config.check_references) -------------------------
+# --- config helpers (used by the plan, emdiffuse/plan/, and by check_isotropic) ---
 
 def is_anisotropic_voxel(voxel_nm) -> bool:
     """True for serial-section data: z voxel above ``ANISOTROPY`` times the lateral one."""
@@ -160,7 +160,7 @@ def _check_depth_for_resolution(where: str, sections: int, z: int, name: str) ->
     """XZ/YZ planes are as tall as the reconstruction is deep; the resolution ratio's decorrelation
     analysis needs more rows than its apodisation border takes (found before any job runs)."""
     from ..evaluation.resolution import APODISATION_PIXELS
-    from ..data.volumes import output_positions
+    from ..models.volumes import output_positions
 
     depth = len(output_positions(sections, z))
     if depth <= 2 * APODISATION_PIXELS:
@@ -189,7 +189,7 @@ def volume_pairs(volume: np.ndarray, labels: dict[str, np.ndarray], voxel_nm, *,
     the z-ranges (start, stop) of the prepared volume each comes from.
 
     Serial-section data (anisotropic ``voxel_nm``) gives only ``sections`` (its last ones)."""
-    from ..data.volumes import isotropic_voxel, make_anisotropic, output_positions
+    from ..models.volumes import isotropic_voxel, make_anisotropic, output_positions
 
     where = f"tasks.{TASK}"
     depth, t, z = volume.shape[0], int(test_sections), int(z_factor)
@@ -223,7 +223,7 @@ def make_volume_pairs(volume_path: str, labels_path: str | None, *, z_factor: in
                       train_labels_path: str | None = None, truth_path: str | None = None,
                       truth_labels_path: str | None = None) -> None:
     """Write the task's files for one dataset (serial-section data: only the sections)."""
-    from ..data.volumes import read_volume, write_volume
+    from ..models.volumes import read_volume, write_volume
 
     volume, voxel = read_volume(volume_path)
     if voxel is None:
@@ -266,7 +266,7 @@ def _train_volume_rank(rank: int, devices: int, method: str, params: dict, z_fac
     from ..device import seed_everything, set_threads
     from ..models.distributed import rank_device
     from ..models.volume_methods import build_volume_method
-    from ..data.volumes import read_volume
+    from ..models.volumes import read_volume
 
     set_threads(threads)
     seed_everything(seed)
@@ -301,7 +301,7 @@ def predict_volume(method: str, params: dict, z_factor: int, model_path: str | N
                    threads: int | None = None, progress: bool = True) -> None:
     """Reconstruct the test sections; TIFFs with the isotropic voxel size (and the K-sample std)."""
     from ..device import seed_everything, set_threads
-    from ..data.volumes import isotropic_voxel, read_volume, write_volume
+    from ..models.volumes import isotropic_voxel, read_volume, write_volume
 
     set_threads(threads)
     seed_everything(seed)
@@ -321,7 +321,7 @@ def predict_volume(method: str, params: dict, z_factor: int, model_path: str | N
 def stretch_nearest(sections: np.ndarray, z_factor: int) -> np.ndarray:
     """The sections on the reconstruction grid by nearest neighbour along z: what the acquisition
     shows before any reconstruction (each section repeated over the slices closest to it)."""
-    from ..data.volumes import output_positions, section_positions
+    from ..models.volumes import output_positions, section_positions
 
     q = output_positions(len(sections), z_factor)
     p = section_positions(len(sections), z_factor)
@@ -342,7 +342,7 @@ def evaluate_planes(prediction: np.ndarray, truth: np.ndarray, metrics: list[str
     the view's metrics (``PLANE_ONLY``); ``level_name`` is the view and ``image`` the plane index."""
     from ..data.pairs import spread
     from ..reporting.tables import evaluate_images
-    from ..data.volumes import plane_views
+    from ..models.volumes import plane_views
 
     if prediction.shape != truth.shape:
         raise ValueError(f"{method}: reconstruction {prediction.shape} and ground truth {truth.shape} differ in shape")
@@ -364,7 +364,7 @@ def evaluate_volumes(dataset: str, predictions: dict[str, str], truth_path: str,
     """Every method's reconstruction of one dataset (``predictions``: method -> TIFF; ``uncertainties``
     for the sampled ones) scored plane by plane into one CSV: one job per dataset, since the metric
     imports cost more than scoring one volume."""
-    from ..data.volumes import read_volume
+    from ..models.volumes import read_volume
 
     truth, uncertainties = read_volume(truth_path)[0], uncertainties or {}
     frames = []
@@ -444,7 +444,7 @@ def isotropic_figure(sections_path: str, truth_path: str | None, predictions: di
     """XZ and YZ views through the middle of the test volume: ground truth, the sections stretched
     by nearest neighbour, every reconstruction, and the K-sample uncertainty of stochastic methods."""
     from ..reporting.plots.isotropic import reconstruction_figure
-    from ..data.volumes import read_volume
+    from ..models.volumes import read_volume
 
     sections, voxel = read_volume(sections_path)
     panels = [("ground truth", read_volume(truth_path)[0])] if truth_path else []

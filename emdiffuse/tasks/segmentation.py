@@ -74,7 +74,7 @@ class PlaneSampler(SeededSampler):
     randomly flipped/rotated; deterministic for a seed, resumable through ``state``."""
 
     def __init__(self, volume: np.ndarray, classes: np.ndarray, patch: int, batch_size: int, seed: int):
-        from ..data.volumes import plane_views
+        from ..models.volumes import plane_views
 
         self.views = [(v, c) for v, c in zip(plane_views(np.asarray(volume, np.float32)).values(),
                                              plane_views(classes).values()) if min(v.shape[1:]) >= patch]
@@ -166,7 +166,7 @@ class Segmenter(Model):
     @torch.no_grad()
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """(classes, z, y, x) class probabilities, the mean of the XY, XZ and YZ passes."""
-        from ..data.volumes import plane_views, tiled_stack_apply
+        from ..models.volumes import plane_views, tiled_stack_apply
 
         p, c = self.params["predict"], self.n_classes
         self.net.eval()
@@ -198,7 +198,7 @@ class Segmenter(Model):
 def train_segmenter(params: dict, volume_path: str, labels_path: str, seed: int, model_path: str,
                     history_path: str, *, threads: int | None = None, progress: bool = True) -> None:
     from ..device import pick_device, seed_everything, set_threads
-    from ..data.volumes import read_volume
+    from ..models.volumes import read_volume
 
     set_threads(threads)
     seed_everything(seed)
@@ -226,7 +226,7 @@ def segment_volumes(dataset: str, segmenter_path: str, truth_path: str, labels_p
     """Segment the ground truth, the stretched anisotropic input and each reconstruction; score them."""
     from ..device import pick_device, set_threads
     from .isotropic import stretch_nearest
-    from ..data.volumes import read_volume
+    from ..models.volumes import read_volume
 
     set_threads(threads)
     model = Segmenter.load(segmenter_path, device=pick_device())

@@ -155,10 +155,37 @@ def variant_budgets(config: dict, task: str) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _check_references(config: dict) -> None:
+    """The transfer block reuses the base tasks' domain-A models: its source must be a dataset the
+    base task trains on, and each method one the base task compares."""
+    transfer = config.get("transfer")
+    if not transfer:
+        return
+    datasets, tasks = config.get("datasets", {}), config.get("tasks", {})
+    for key in ("source", "target"):
+        if transfer[key] not in datasets:
+            raise ConfigError(f"transfer.{key} names '{transfer[key]}', which is not defined under 'datasets' "
+                              f"(defined: {sorted(datasets)})")
+    if transfer["source"] == transfer["target"]:
+        raise ConfigError(f"transfer.target: '{transfer['target']}' is also the source; transfer needs another dataset")
+    for task in transfer["tasks"]:
+        if task not in tasks:
+            raise ConfigError(f"transfer.tasks names '{task}', which is not a task under 'tasks' "
+                              f"(defined: {sorted(tasks)})")
+        if transfer["source"] not in tasks[task]["datasets"]:
+            raise ConfigError(f"transfer.source: '{transfer['source']}' is not in tasks.{task}.datasets, so there "
+                              f"is no domain-A {task} model to transfer; add it there")
+        for method in transfer.get("methods") or []:
+            if method not in tasks[task]["methods"]:
+                raise ConfigError(f"transfer.methods names '{method}', which tasks.{task}.methods does not "
+                                  f"compare, so there is no domain-A model of it to reuse")
+
+
 def check_transfer(config: dict) -> None:
-    """Budget keys that need the method registry (the cross-references are in config.check_references)."""
+    """The transfer block's cross-references, and its budget keys (they need the method registry)."""
     if not config.get("transfer"):
         return
+    _check_references(config)
     for task in config["transfer"]["tasks"]:
         for method in transfer_methods(config, task):
             if learned(method):

@@ -4,8 +4,9 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from emdiffuse.config import drop_null_blocks, export_repository, write_workflow_schema
+from emdiffuse.config import drop_null_blocks, export_repository
 from emdiffuse.plan import Plan, alternatives
+from emdiffuse.plan.schema import write_workflow_schema
 from emdiffuse.provenance import code_digest
 
 export_repository()  # where the per-rule conda envs install the package from (envs/*.post-deploy.sh)

@@ -21,7 +21,7 @@ rule restore_block:
         runtime=720,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.blockwise"),
+        code=code_digest("model", "tasks.blockwise", "tasks.restore"),
         entry=plan.restore.entry,
         seed=config["seed"],
     script:
@@ -47,7 +47,7 @@ rule restore_gather:
         mem_mb=4000,
         runtime=120,
     params:
-        code=code_digest("tasks.blockwise", "io"),
+        code=code_digest("tasks.blockwise", "tasks.restore", "io"),
         threshold=config["reliability_threshold"],
     script:
         "../scripts/restore_gather.py"

@@ -1,0 +1,51 @@
+"""The schema the workflow validates its config against, built from the schema file and the
+registries (so every name list and every method's settings are written once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def workflow_schema() -> dict:
+    """The config schema: the schema file's structure, with every name list taken from its registry,
+    the one source of each: every method's settings block and the method names from the method
+    catalog (``emdiffuse/models/settings.yaml`` and the entries of other packages), the metrics from
+    ``evaluation.METRICS``, the dataset kinds from ``data.datasets.KINDS``, the budget modes from
+    ``budget.MODES``."""
+    import yaml
+
+    from ..budget import MODES
+    from ..data.datasets import KINDS
+    from ..evaluation import METRICS
+    from ..models.catalog import IMAGE, VOLUME, settings_document
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    defs, props = schema["$defs"], schema["properties"]
+    defs.update(settings_document()["$defs"])
+    props["methods"]["properties"] = {name: entry.schema for name, entry in {**IMAGE, **VOLUME}.items()}
+    defs["task_common"]["methods"]["items"] = {"enum": list(IMAGE)}
+    props["transfer"]["properties"]["methods"]["items"] = {"enum": list(IMAGE)}
+    defs["isotropic_task"]["properties"]["methods"]["items"] = {"enum": list(VOLUME)}
+    props["sampling_study"]["properties"]["method"]["enum"] = [name for name, e in IMAGE.items() if e.sampled]
+    defs["metric"]["enum"] = list(METRICS)
+    defs["dataset"]["properties"]["kind"]["enum"] = sorted(KINDS)
+    props["budget"]["properties"]["mode"]["enum"] = list(MODES)
+    return schema
+
+
+def write_workflow_schema(directory: str | Path) -> Path:
+    """:func:`workflow_schema` as a file under ``directory``/.snakemake (Snakemake validates against a
+    file), rewritten only when it changed, atomically (jobs on a cluster parse the workflow too)."""
+    import json
+
+    from ..io import write_text
+
+    path = Path(directory) / ".snakemake" / "emdiffuse" / "config.schema.json"
+    text = json.dumps(workflow_schema(), indent=1)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
+    return path
