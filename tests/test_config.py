@@ -147,6 +147,13 @@ def test_every_name_list_comes_from_its_registry(schema):
     assert set(generated["$defs"]["dataset"]["properties"]["kind"]["enum"]) == set(KINDS)
     assert generated["properties"]["budget"]["properties"]["mode"]["enum"] == list(MODES)
     assert generated["properties"]["sampling_study"]["properties"]["method"]["enum"] == ["emdiffuse", "emdiffuse_v"]
+    # the prediction choices the settings offer are the ones the code implements
+    from emdiffuse.models import diffusion, vemdiffuse
+
+    methods = settings_document()["methods"]
+    for block, key, implemented in (("emdiffuse", "init", diffusion.INITS), ("emdiffuse", "precision", diffusion.PRECISIONS),
+                                    ("vemdiffuse_i", "init", vemdiffuse.INITS), ("vemdiffuse_i", "z_noise", vemdiffuse.Z_NOISE)):
+        assert set(methods[block]["properties"]["predict"]["properties"][key]["enum"]) == set(implemented), (block, key)
 
 
 def test_method_defaults_come_from_the_settings_schema():

@@ -95,8 +95,10 @@ def test_prediction_overrides_hold_for_one_call_and_are_checked(fitted):
                           method.predict(inputs, seed=1, progress=False, **before["predict"])["prediction"])
     with pytest.raises(ValueError, match=r"emdiffuse.predict: unknown key\(s\) \['stepz'\]"):
         method.predict(inputs, seed=1, progress=False, stepz=3)
-    with pytest.raises(ValueError, match="emdiffuse.predict.sampler"):
+    with pytest.raises(ValueError, match="emdiffuse.predict.sampler: 'euler' is not one of"):
         method.predict(inputs, seed=1, progress=False, sampler="euler")
+    with pytest.raises(ValueError, match="emdiffuse.predict.steps: 0 is less than the minimum of 1"):
+        method.predict(inputs, seed=1, progress=False, steps=0)  # the settings schema's bounds, as in the config
 
 
 def test_the_renamed_sample_block_is_named_in_the_error_and_old_files_still_load(fitted, tmp_path):
@@ -187,6 +189,7 @@ class Unpicklable:
         ("emdiffuse", {**TINY["emdiffuse"], "predict": {"sampler": "euler"}}, "emdiffuse.predict.sampler"),
         ("emdiffuse", {**TINY["emdiffuse"], "predict": {"precision": "fp16"}}, "emdiffuse.predict.precision"),
         ("emdiffuse", {**TINY["emdiffuse"], "predict": {"init": "zeros"}}, "emdiffuse.predict.init"),
+        ("emdiffuse", {**TINY["emdiffuse"], "predict": {"samples": "two"}}, "emdiffuse.predict.samples: 'two' is not of type"),
         ("input", {"x": 1}, r"input: unknown key\(s\) \['x'\]"),
         ("unet", {}, r"unknown method 'unet'; known methods: \['care', 'emdiffuse', 'emdiffuse_v', 'input', 'pssr', 'rcan'\]"),
     ],

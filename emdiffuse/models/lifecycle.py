@@ -92,6 +92,8 @@ class Model:
     name: str = ""
     learned: bool = True
     DEFAULTS: dict = {}
+    #: the settings' JSON schema (from the method catalog): prediction settings are checked against it
+    SCHEMA: dict | None = None
     #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
     lr_key: str = "lr"
     #: params blocks renamed since files were written: old name -> new name (old files still load)
@@ -136,13 +138,20 @@ class Model:
         return settings
 
     def _check_predict(self, settings: dict) -> None:
-        """Refuse prediction settings this model cannot use (names ``<config_key>.predict.<key>``)."""
+        """Refuse prediction settings this model cannot use, by its settings schema (the one the
+        config is validated against; errors name ``<config_key>.predict.<key>``). Subclasses add
+        what a schema cannot say."""
+        schema = (self.SCHEMA or {}).get("properties", {}).get("predict")
+        if schema is None:
+            return
+        from jsonschema import Draft202012Validator
 
-    def _check_choices(self, settings: dict, choices: dict[str, tuple]) -> None:
-        """Each ``settings[key]`` one of ``choices[key]``, or an error naming the config key."""
-        for key, allowed in choices.items():
-            if settings[key] not in allowed:
-                raise ValueError(f"{self.config_key}.predict.{key}: {settings[key]!r} is not one of {allowed}")
+        from .catalog import settings_document
+
+        validator = Draft202012Validator({**schema, "$defs": settings_document()["$defs"]})
+        for error in sorted(validator.iter_errors(settings), key=lambda e: list(e.absolute_path)):
+            key = ".".join(str(p) for p in error.absolute_path)
+            raise ValueError(f"{self.config_key}.predict{'.' + key if key else ''}: {error.message}")
 
     # --- training --------------------------------------------------------------------------------
 

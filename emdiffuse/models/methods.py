@@ -72,6 +72,7 @@ class Method(Model):
         entry = catalog.IMAGE.get(cls.__dict__.get("name", ""))
         if entry is not None:
             cls.DEFAULTS, cls.learned, cls.lr_key = entry.defaults, entry.learned, entry.lr_key
+            cls.SCHEMA = entry.schema
 
     def __init__(self, params: dict | None, *, device: torch.device, seed: int):
         self.scale: int | None = None  # target/input size ratio, known after fit or load
@@ -269,9 +270,7 @@ class EMDiffuseMethod(DiffusionWeights, Method):
     name = "emdiffuse"
 
     def _check_predict(self, settings):
-        from emdiffuse.models.diffusion import INITS, PRECISIONS, SAMPLERS
-
-        self._check_choices(settings, {"sampler": SAMPLERS, "precision": PRECISIONS, "init": INITS})
+        super()._check_predict(settings)
         if settings["difficulty"] and not self.params["train"]["difficulty_loss"]:
             raise ValueError(f"{self.config_key}.predict.difficulty: needs train.difficulty_loss: true")
 

@@ -37,6 +37,7 @@ class VolumeMethod(Model):
         entry = catalog.VOLUME.get(cls.__dict__.get("name", ""))
         if entry is not None:
             cls.DEFAULTS, cls.learned, cls.training_data = entry.defaults, entry.learned, entry.training_data
+            cls.SCHEMA = entry.schema
 
     def __init__(self, params: dict | None, *, z_factor: int, device: torch.device, seed: int):
         if not isinstance(z_factor, (int, np.integer)) or z_factor < 2:
@@ -209,12 +210,6 @@ class VEMDiffuseIMethod(DiffusionWeights, VolumeMethod):
     """
 
     name = "vemdiffuse_i"
-
-    def _check_predict(self, settings):
-        from emdiffuse.models.diffusion import PRECISIONS, SAMPLERS
-        from emdiffuse.models.vemdiffuse import INITS, Z_NOISE
-
-        self._check_choices(settings, {"sampler": SAMPLERS, "precision": PRECISIONS, "init": INITS, "z_noise": Z_NOISE})
 
     def _build(self):
         from emdiffuse.models.diffusion import ConditionalDiffusion
