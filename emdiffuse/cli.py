@@ -18,8 +18,28 @@ from pathlib import Path
 
 from .evaluation.calibration import DEFAULT_THRESHOLD
 from .io import open_image, read_image, write_text
-from .tasks.restore import (check_outputs, check_paths, reconstruct_volume, restore_images, setting_overrides, sibling,
-                            unit_range)
+from .tasks.restore import reconstruct_volume, restore_images, setting_overrides, sibling, unit_range
+
+
+def check_paths(input_path: Path, output: Path) -> None:
+    """A folder is an input or output only as a Zarr store: say so before any computation."""
+    for flag, path in (("--input", input_path), ("--output", output)):
+        if path.is_dir() and path.suffix != ".zarr":
+            raise ValueError(f"{flag} {path}: a folder, expected an image file (.tif/.tiff/.mrc) or a .zarr store")
+    if not output.parent.is_dir():
+        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
+
+
+def check_outputs(input_path: Path, output: Path, *, overwrite: bool) -> None:
+    """Before any computation: never write over the input, and over an existing output only with
+    ``--overwrite`` (the prediction, its uncertainty map and its report)."""
+    targets = [output, sibling(output, "uncertainty"), sibling(output, "reliability").with_suffix(".json")]
+    if any(Path(input_path).resolve() == t.resolve() for t in targets):
+        raise ValueError(f"--output {output}: the prediction or one of its companion files would replace the input "
+                         f"{input_path}; choose another output path")
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"--output {output}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
 
 
 def predict_command(args: argparse.Namespace) -> int:

@@ -57,33 +57,12 @@ def sibling(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}_{tag}{path.suffix}")
 
 
-def check_outputs(input_path: Path, output: Path, *, overwrite: bool) -> None:
-    """Before any computation: never write over the input, and over an existing output only with
-    ``--overwrite`` (the prediction, its uncertainty map and its report)."""
-    targets = [output, sibling(output, "uncertainty"), sibling(output, "reliability").with_suffix(".json")]
-    if any(Path(input_path).resolve() == t.resolve() for t in targets):
-        raise ValueError(f"--output {output}: the prediction or one of its companion files would replace the input "
-                         f"{input_path}; choose another output path")
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise ValueError(f"--output {output}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
-
-
 def output_voxel(voxel: tuple[float, ...] | None, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
     """The input's pixel size scaled to the output grid (super-resolution: x2 finer in y and x)."""
     if voxel is None:
         return None
     lateral = tuple(v * i / o for v, i, o in zip(voxel[-2:], in_shape[-2:], out_shape[-2:]))
     return (*voxel[:-2], *lateral)
-
-
-def check_paths(input_path: Path, output: Path) -> None:
-    """A folder is an input or output only as a Zarr store: say so before any computation."""
-    for flag, path in (("--input", input_path), ("--output", output)):
-        if path.is_dir() and path.suffix != ".zarr":
-            raise ValueError(f"{flag} {path}: a folder, expected an image file (.tif/.tiff/.mrc) or a .zarr store")
-    if not output.parent.is_dir():
-        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
 
 
 #: flags that override a model's prediction settings, where its settings block has the key
