@@ -145,6 +145,12 @@ def test_every_name_list_comes_from_its_registry(schema):
     assert generated["$defs"]["metric"]["enum"] == list(METRICS)
     assert generated["$defs"]["sampler"]["enum"] == list(SAMPLERS) == settings_document()["$defs"]["sampler"]["enum"]
     assert set(generated["$defs"]["dataset"]["properties"]["kind"]["enum"]) == set(KINDS)
+    # each dataset kind's settings block sits beside the readers (data/kinds.yaml), one per reader
+    from emdiffuse.data.datasets import kind_schemas
+
+    assert set(kind_schemas()["kinds"]) == set(KINDS) and "const: phantom" not in SCHEMA.read_text()
+    kinds = [c["if"]["properties"]["kind"]["const"] for c in generated["$defs"]["dataset"]["allOf"][1:]]
+    assert sorted(kinds) == sorted(KINDS)
     assert generated["properties"]["budget"]["properties"]["mode"]["enum"] == list(MODES)
     assert generated["properties"]["sampling_study"]["properties"]["method"]["enum"] == ["emdiffuse", "emdiffuse_v"]
     # the prediction choices the settings offer are the ones the code implements

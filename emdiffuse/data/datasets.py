@@ -8,6 +8,8 @@ super-resolution inputs). Everything downstream is dataset-agnostic.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -117,6 +119,16 @@ def _kinds() -> dict[str, Callable[[str, dict, int], Prepared]]:
 
 
 KINDS = _kinds()
+#: every kind's settings, in JSON Schema (the config schema's dataset blocks are built from it)
+KINDS_SCHEMA = Path(__file__).with_name("kinds.yaml")
+
+
+@functools.cache
+def kind_schemas() -> dict:
+    """``kinds.yaml``: the shared ``$defs`` and one settings block per dataset kind."""
+    import yaml
+
+    return yaml.safe_load(KINDS_SCHEMA.read_text(encoding="utf-8"))
 
 
 def prepare(name: str, entry: dict, seed: int) -> Prepared:

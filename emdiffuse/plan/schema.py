@@ -13,12 +13,12 @@ def workflow_schema() -> dict:
     """The config schema: the schema file's structure, with every name list taken from its registry,
     the one source of each: every method's settings block and the method names from the method
     catalog (``emdiffuse/models/settings.yaml`` and the entries of other packages), the metrics from
-    ``evaluation.METRICS``, the dataset kinds from ``data.datasets.KINDS``, the budget modes from
-    ``budget.MODES``."""
+    ``evaluation.METRICS``, the dataset kinds and their settings from ``data.datasets`` (``KINDS``,
+    ``kinds.yaml``), the budget modes from ``budget.MODES``."""
     import yaml
 
     from ..budget import MODES
-    from ..data.datasets import KINDS
+    from ..data.datasets import KINDS, KINDS_SCHEMA, kind_schemas
     from ..evaluation import METRICS
     from ..models.catalog import IMAGE, VOLUME, settings_document
 
@@ -32,6 +32,13 @@ def workflow_schema() -> dict:
     props["sampling_study"]["properties"]["method"]["enum"] = [name for name, e in IMAGE.items() if e.sampled]
     defs["metric"]["enum"] = list(METRICS)
     defs["dataset"]["properties"]["kind"]["enum"] = sorted(KINDS)
+    kinds = kind_schemas()
+    if set(kinds["kinds"]) != set(KINDS):
+        raise ValueError(f"{KINDS_SCHEMA}: blocks for {sorted(kinds['kinds'])}, readers for {sorted(KINDS)}: "
+                         f"every dataset kind needs both")
+    defs.update(kinds["$defs"])
+    defs["dataset"]["allOf"] += [{"if": {"properties": {"kind": {"const": kind}}}, "then": block}
+                                 for kind, block in kinds["kinds"].items()]
     props["budget"]["properties"]["mode"]["enum"] = list(MODES)
     return schema
 
