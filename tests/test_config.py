@@ -27,7 +27,8 @@ def test_shipped_configs_are_valid(repo, name, schema):
     check_config(config)
 
 
-@pytest.mark.parametrize(
+#: config mutations the schema refuses, and words its message must hold
+BAD_VALUES = (
     "mutate, words",
     [
         (lambda c: c["methods"]["care"]["train"].update(iteratons=5), ["iteratons", "['methods']['care']['train']"]),
@@ -41,6 +42,32 @@ def test_shipped_configs_are_valid(repo, name, schema):
         (lambda c: c["tasks"]["superres"]["datasets"].append("phantom_neuropil"), ["non-unique", "datasets"]),
     ],
 )
+
+
+@pytest.mark.parametrize(*BAD_VALUES)
+def test_the_concise_check_names_the_key_in_one_line(default_config, mutate, words):
+    """What the workflow says first (Snakemake's own message prints the whole schema): the key's path
+    and what is wrong, on one line."""
+    from emdiffuse.plan.schema import check_schema, workflow_schema
+
+    bad = copy.deepcopy(default_config)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        check_schema(bad, workflow_schema())
+    message = str(err.value)
+    assert "\n" not in message and "methods']" not in message, message
+    assert all(word in message for word in words if "[" not in word), message
+
+
+def test_a_renamed_block_is_named_before_the_schema_refuses_it(default_config):
+    from emdiffuse.plan.schema import check_schema, workflow_schema
+
+    default_config["methods"]["emdiffuse"]["sample"] = default_config["methods"]["emdiffuse"].pop("predict")
+    with pytest.raises(ConfigError, match=r"^methods.emdiffuse.sample: renamed to methods.emdiffuse.predict$"):
+        check_schema(default_config, workflow_schema())
+
+
+@pytest.mark.parametrize(*BAD_VALUES)
 def test_schema_names_the_bad_key(default_config, mutate, words, schema):
     bad = copy.deepcopy(default_config)
     mutate(bad)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from emdiffuse import __version__
+from emdiffuse.config import RENAMED_BLOCKS
 from emdiffuse.io import atomic_path
 from emdiffuse.models.catalog import merge_params
 from emdiffuse.models.train import TrainResult, train_loop
@@ -97,7 +98,7 @@ class Model:
     #: the ``train`` key holding the (peak) learning rate, which fine-tuning may scale
     lr_key: str = "lr"
     #: params blocks renamed since files were written: old name -> new name (old files still load)
-    RENAMED: dict[str, str] = {"sample": "predict"}
+    RENAMED: dict[str, str] = RENAMED_BLOCKS
 
     def __init__(self, params: dict | None, *, device: torch.device, seed: int):
         params = params if params is not None else {}

@@ -56,3 +56,32 @@ def write_workflow_schema(directory: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
     return path
+
+
+def check_schema(config: dict, schema: dict) -> None:
+    """Validate ``config`` against ``schema`` as Snakemake's ``validate`` does (schema defaults filled
+    in), but stop with one short message naming the key (Snakemake's prints the whole schema), and
+    name a renamed settings block."""
+    from jsonschema import Draft202012Validator, validators
+    from jsonschema.exceptions import best_match
+
+    from ..config import RENAMED_BLOCKS, ConfigError
+
+    for name, block in (config.get("methods") or {}).items():
+        for old, new in RENAMED_BLOCKS.items():
+            if isinstance(block, dict) and old in block:
+                raise ConfigError(f"methods.{name}.{old}: renamed to methods.{name}.{new}")
+    properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def with_defaults(validator, props, instance, subschema):
+        for key, sub in props.items():
+            if "default" in sub and isinstance(instance, dict):
+                instance.setdefault(key, sub["default"])
+        yield from properties(validator, props, instance, subschema)
+
+    filling = validators.extend(Draft202012Validator, {"properties": with_defaults})
+    error = best_match(filling(schema).iter_errors(config))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "the config"
+        raise ConfigError(f"{key}: {error.message}")
+
