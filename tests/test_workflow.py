@@ -150,7 +150,7 @@ def test_a_method_of_another_package_runs_through_config_alone(repo, tmp_path, t
     proc = subprocess.run([*cmd[:-2], f"--configfile={bad}", "-n", "table_denoise"], cwd=repo, capture_output=True,
                           text=True, env=env)
     out = proc.stdout + proc.stderr  # a dry run reports to stdout
-    assert proc.returncode != 0 and "['blur']['predict']['sigma']" in out and "less than or equal to the minimum" in out
+    assert proc.returncode != 0 and "methods.blur.predict.sigma: -1 is less than or equal to the minimum of 0" in out
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-6000:]
     table = pd.read_csv(work / "results" / "tables" / "denoise.csv")
