@@ -22,6 +22,8 @@ def export_repository() -> None:
 OPTIONAL_BLOCKS = ("sampling_study", "loss_ablation", "transfer", "restore")
 #: method settings blocks renamed since configs and model files were written: old name -> new name
 RENAMED_BLOCKS = {"sample": "predict"}
+
+
 def drop_null_blocks(config: dict) -> None:
     """``sampling_study: null`` (etc.) means what leaving the block out means: skip that study."""
     for block in OPTIONAL_BLOCKS:

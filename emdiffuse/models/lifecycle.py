@@ -11,6 +11,7 @@ besides the common fields (an image method's scale, a volume method's z factor):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Callable
@@ -86,6 +87,20 @@ def training_budget(history: list[dict], batch_size: int | None, patch: int | No
             "batch_size": batch_size, "patch": patch, "precision": last.get("precision", "fp32")}
 
 
+@functools.cache
+def _predict_validator(cls: type):
+    """A validator of the ``predict`` block of ``cls.SCHEMA`` (built once per class: prediction
+    settings are checked on every call with overrides); None where the schema has no such block."""
+    schema = (cls.SCHEMA or {}).get("properties", {}).get("predict")
+    if schema is None:
+        return None
+    from jsonschema import Draft202012Validator
+
+    from .catalog import settings_document
+
+    return Draft202012Validator({**schema, "$defs": settings_document()["$defs"]})
+
+
 class Model:
     """Base class: subclasses set ``name``, ``DEFAULTS`` (or take them from the method catalog) and
     the ``_`` hooks; ``fit`` (whose data differ by kind) ends in :meth:`_train`."""
@@ -142,17 +157,13 @@ class Model:
         """Refuse prediction settings this model cannot use, by its settings schema (the one the
         config is validated against; errors name ``<config_key>.predict.<key>``). Subclasses add
         what a schema cannot say."""
-        schema = (self.SCHEMA or {}).get("properties", {}).get("predict")
-        if schema is None:
+        validator = _predict_validator(type(self))
+        if validator is None:
             return
-        from jsonschema import Draft202012Validator
-
-        from .catalog import settings_document
-
-        validator = Draft202012Validator({**schema, "$defs": settings_document()["$defs"]})
-        for error in sorted(validator.iter_errors(settings), key=lambda e: list(e.absolute_path)):
-            key = ".".join(str(p) for p in error.absolute_path)
-            raise ValueError(f"{self.config_key}.predict{'.' + key if key else ''}: {error.message}")
+        errors = sorted(validator.iter_errors(settings), key=lambda e: list(e.absolute_path))
+        if errors:
+            key = ".".join(str(p) for p in errors[0].absolute_path)
+            raise ValueError(f"{self.config_key}.predict{'.' + key if key else ''}: {errors[0].message}")
 
     # --- training --------------------------------------------------------------------------------
 

@@ -43,15 +43,16 @@ def workflow_schema() -> dict:
     return schema
 
 
-def write_workflow_schema(directory: str | Path) -> Path:
-    """:func:`workflow_schema` as a file under ``directory``/.snakemake (Snakemake validates against a
-    file), rewritten only when it changed, atomically (jobs on a cluster parse the workflow too)."""
+def write_workflow_schema(directory: str | Path, schema: dict | None = None) -> Path:
+    """``schema`` (default: :func:`workflow_schema`) as a file under ``directory``/.snakemake
+    (Snakemake validates against a file), rewritten only when it changed, atomically (jobs on a
+    cluster parse the workflow too)."""
     import json
 
     from ..io import write_text
 
     path = Path(directory) / ".snakemake" / "emdiffuse" / "config.schema.json"
-    text = json.dumps(workflow_schema(), indent=1)
+    text = json.dumps(schema if schema is not None else workflow_schema(), indent=1)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)

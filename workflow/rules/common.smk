@@ -11,8 +11,9 @@ from emdiffuse.provenance import code_digest
 
 export_repository()  # where the per-rule conda envs install the package from (envs/*.post-deploy.sh)
 drop_null_blocks(config)
-check_schema(config, workflow_schema())  # a bad key or value: one line naming it
-validate(config, schema=str(write_workflow_schema(Path.cwd())))  # the schema file, names from the registries
+schema = workflow_schema()  # the schema file, with every name list from its registry
+check_schema(config, schema)  # a bad key or value: one line naming it
+validate(config, schema=str(write_workflow_schema(Path.cwd(), schema)))
 # fills in voxel sizes, checks what the schema cannot (cross-references); the real EM images shipped
 # with the workflow judge how EM-like the phantom looks
 plan = Plan(config, reference_em=str(Path(workflow.basedir).parent / "resources" / "reference-em"))
