@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from emdiffuse.reporting.timings import collect, to_markdown as timings_markdown
-from emdiffuse.reporting.tables import bootstrap_ci, describe_budget, evaluate_images, summarize, to_markdown
+from emdiffuse.evaluation import METRICS
+from emdiffuse.reporting.tables import (bootstrap_ci, describe_budget, evaluate_images, gain_cell, leads,
+                                        leads_markdown, paired_gain, summarize, to_markdown, verdict)
 
 
 def _rows(rng):
@@ -56,6 +58,52 @@ def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5
     assert bootstrap_ci(small) == bootstrap_ci(small)  # reproducible
     assert all(np.isnan(bootstrap_ci(np.array([1.0]))))
+
+
+def test_gain_is_positive_when_better_under_each_metric_rule():
+    np.testing.assert_allclose(METRICS["PSNR"].gain([21.0, 19.0], [20.0, 20.0]), [1.0, -1.0])
+    np.testing.assert_allclose(METRICS["LPIPS"].gain([0.1, 0.3], [0.2, 0.2]), [0.1, -0.1])
+    np.testing.assert_allclose(METRICS["resolution_ratio"].gain([0.9, 1.3, 1.05], [1.2, 1.2, 0.95]), [0.1, -0.1, 0.0],
+                               atol=1e-12)
+
+
+def _scored(values: dict[str, list[float]], metric: str = "LPIPS") -> pd.DataFrame:
+    """Metric rows of methods scored on the same images (image i at level i % 2)."""
+    return pd.DataFrame([{"dataset": "d", "method": m, "image": i, "level_name": f"{i % 2} us", metric: v}
+                         for m, vs in values.items() for i, v in enumerate(vs)])
+
+
+def test_paired_gain_sees_a_consistent_small_win_that_unpaired_intervals_hide():
+    difficulty = np.random.default_rng(0).uniform(0.1, 0.5, 12)  # shared by both methods, image by image
+    rows = _scored({"a": list(difficulty - 0.01), "b": list(difficulty), "input": list(difficulty + 0.3)})
+    gain = paired_gain(rows, "LPIPS", "a", "b")
+    assert gain["n"] == 12 and gain["wins"] == 12
+    assert gain["mean"] == pytest.approx(0.01) and gain["ci_low"] == pytest.approx(0.01)
+    assert verdict(gain["ci_low"], gain["ci_high"]) == "better"
+    lo_a, hi_a = bootstrap_ci(difficulty - 0.01)
+    assert lo_a < difficulty.mean() < hi_a  # unpaired, a's interval holds b's mean: a tie on the table
+    assert verdict(-0.01, 0.02) == "tie" and verdict(-0.02, -0.01) == "worse" and verdict(np.nan, np.nan) == "—"
+    assert gain_cell(gain) == "+0.0100 [+0.0100, +0.0100] 12/12 better"
+    only_some = rows[~((rows.method == "b") & (rows.image < 4))]  # pairs need both: 8 left
+    assert paired_gain(only_some, "LPIPS", "a", "b")["n"] == 8
+
+
+def test_leads_pairs_each_sampled_method_with_the_best_other_method_per_metric():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.5, 10)
+    rows = pd.concat([_scored({"diff": list(base - 0.05), "care": list(base), "rcan": list(base - 0.04 + rng.normal(0, 0.05, 10)),
+                               "input": list(base + 0.5)}),
+                      _scored({"diff": list(base + 0.2), "care": list(base + 0.1), "rcan": list(base + 0.3),
+                               "input": list(base)}, "FSIM")], ignore_index=True)
+    rows = rows.groupby(["dataset", "method", "image", "level_name"], as_index=False).first()
+    table = leads(rows, ["LPIPS", "FSIM"], ["diff"])
+    (r,) = table.itertuples()
+    assert (r.dataset, r.level, r.method) == ("d", "all", "diff")
+    assert r.LPIPS_vs == "rcan" and r.FSIM_vs == "rcan"  # best other by mean; the input never counts
+    assert r.FSIM_gain == pytest.approx(-0.1) and r.FSIM_gain_wins == 0
+    md = "\n".join(leads_markdown(table, ["LPIPS", "FSIM"]))
+    assert "| d | diff | vs rcan: " in md and "0/10 worse" in md
+    assert leads(rows, ["LPIPS"], []).empty and leads_markdown(leads(rows, ["LPIPS"], []), ["LPIPS"]) == []
 
 
 def test_markdown_marks_best_and_states_budgets():

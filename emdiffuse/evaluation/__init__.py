@@ -38,6 +38,15 @@ class Metric:
             return float(values[np.nanargmin(np.abs(values - self.ideal))])
         return float(np.nanmax(values) if self.higher_is_better else np.nanmin(values))
 
+    def gain(self, values, reference) -> np.ndarray:
+        """How much better ``values`` are than ``reference`` (elementwise; positive = better, in the
+        metric's units): the difference, its sign set by the metric's direction; with an ideal
+        value, how much closer to it."""
+        values, reference = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+        if self.ideal is not None:
+            return np.abs(reference - self.ideal) - np.abs(values - self.ideal)
+        return values - reference if self.higher_is_better else reference - values
+
     @property
     def arrow(self) -> str:
         if self.ideal is not None:

@@ -50,6 +50,84 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> tu
     return float(low), float(high)
 
 
+PAIR_KEY = ["level_name", "image"]  # one image of one task level (or one plane of one view)
+
+
+def paired_gain(rows: pd.DataFrame, metric: str, method: str, reference: str) -> dict[str, float]:
+    """``method``'s gain over ``reference`` on ``metric`` (``Metric.gain``: positive = better), paired
+    image by image over the images both scored in ``rows``: its mean, bootstrap 95% CI, the images
+    won and their count. Why paired: methods scored on the same images share each image's
+    difficulty, so a real difference can hide inside their unpaired CIs, and a tie shows as one."""
+    def scores(name):
+        return rows[rows["method"] == name].set_index(PAIR_KEY)[metric].astype(np.float64)
+
+    both = pd.concat([scores(method), scores(reference)], axis=1, join="inner").dropna()
+    gain = METRICS[metric].gain(both.iloc[:, 0], both.iloc[:, 1])
+    low, high = bootstrap_ci(gain)
+    return {"mean": float(gain.mean()) if len(gain) else float("nan"), "ci_low": low, "ci_high": high,
+            "wins": int((gain > 0).sum()), "n": int(len(gain))}
+
+
+def verdict(low: float, high: float) -> str:
+    """better / worse when the gain's CI lies on one side of zero, else tie (— without a CI)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "—"
+    return "better" if low > 0 else "worse" if high < 0 else "tie"
+
+
+def gain_cell(stats: dict[str, float]) -> str:
+    """+mean [CI] wins/n verdict, e.g. ``+0.0015 [+0.0005, +0.0026] 11/16 better``."""
+    if not np.isfinite(stats["n"]) or not stats["n"]:
+        return "—"
+    cell = f"{stats['mean']:+.4f}"
+    if np.isfinite(stats["ci_low"]):
+        cell += f" [{stats['ci_low']:+.4f}, {stats['ci_high']:+.4f}]"
+    return f"{cell} {int(stats['wins'])}/{int(stats['n'])} {verdict(stats['ci_low'], stats['ci_high'])}"
+
+
+GAIN_FIELDS = {"mean": "gain", "ci_low": "gain_ci_low", "ci_high": "gain_ci_high", "wins": "gain_wins", "n": "gain_n"}
+
+
+def gain_columns(metric: str, gain: dict[str, float]) -> dict[str, float]:
+    """``paired_gain``'s numbers as CSV columns ``<metric>_gain``, ``_gain_ci_low``, ... ``_gain_n``."""
+    return {f"{metric}_{column}": gain[key] for key, column in GAIN_FIELDS.items()}
+
+
+def gain_from_columns(r: pd.Series, metric: str) -> dict[str, float]:
+    return {key: r[f"{metric}_{column}"] for key, column in GAIN_FIELDS.items()}
+
+
+def leads(rows: pd.DataFrame, metrics: list[str], contenders: list[str]) -> pd.DataFrame:
+    """Does each contender lead? Per dataset (levels pooled) and metric, its paired gain
+    (``paired_gain``) over the best other method by mean (the degraded input left out), named in
+    ``<metric>_vs``: the comparison behind a claim such as "EMDiffuse leads LPIPS"."""
+    records = []
+    for dataset, frame in rows[rows["method"] != "input"].groupby("dataset", sort=False):
+        for method in (c for c in contenders if c in set(frame["method"])):
+            rec = {"dataset": dataset, "level": "all", "method": method}
+            for m in metrics:
+                means = frame[frame["method"] != method].groupby("method")[m].mean().dropna()
+                if len(means):
+                    rival = means.index[np.isclose(means.to_numpy(), METRICS[m].best(means.to_numpy()))][0]
+                    rec.update({f"{m}_vs": rival, **gain_columns(m, paired_gain(frame, m, method, rival))})
+            records.append(rec)
+    return pd.DataFrame(records)
+
+
+def leads_markdown(table: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The section of ``leads``: per contender and dataset, vs whom and by how much on each metric."""
+    if table.empty:
+        return []
+    rows = [[r["dataset"], r["method"]] + [f"vs {r[f'{m}_vs']}: {gain_cell(gain_from_columns(r, m))}"
+                                           if isinstance(r.get(f"{m}_vs"), str) else "—" for m in metrics]
+            for _, r in table.iterrows()]
+    return ["", "## Does it lead? Paired with the best other method", "",
+            "Per metric, the gain of each sampled method over the best other method by mean (levels pooled, the "
+            "input left out), image by image (positive = better, in the metric's units; resolution_ratio: closer "
+            "to 1): mean [bootstrap 95% CI] images won / images; better or worse where the CI excludes 0, else tie.",
+            "", *markdown.table(["dataset", "method"] + metrics, rows)]
+
+
 def _stats(metric: str, values: np.ndarray) -> dict[str, float]:
     """Mean, std and bootstrap CI over the finite values (a metric may be undefined on an image,
     e.g. the resolution of a structureless crop); ``<metric>_undefined`` counts the others."""
@@ -100,8 +178,10 @@ def metric_cell(r: pd.Series, m: str, best: float) -> str:
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets: dict[str, str],
-                threshold: float = DEFAULT_THRESHOLD, budget_note: str | None = None) -> str:
-    """A readable table: mean ± std [95% CI] per metric, best value per block in bold."""
+                threshold: float = DEFAULT_THRESHOLD, budget_note: str | None = None,
+                sections: list[str] = ()) -> str:
+    """A readable table: mean ± std [95% CI] per metric, best value per block in bold; ``sections``
+    (Markdown lines, e.g. ``leads_markdown``) follow its notes."""
     reliability = "reliability_mean" in table
     header = ["dataset", "level", "method", "n"] + [f"{m} {METRICS[m].arrow}" for m in metrics]
     paper = "reliability_paper_mean" in table
@@ -123,6 +203,7 @@ def to_markdown(table: pd.DataFrame, metrics: list[str], *, title: str, budgets:
     if paper:
         lines += [f"Paper score: the 99th percentile alone, in [0, 1] intensity units (the official code's [-1, 1] "
                   f"scale doubles it); (flagged): above the paper's {PAPER_THRESHOLD:g}, whose scale is unpublished."]
+    lines += list(sections)
     lines += ["", "Budgets:", ""] + ([budget_note, ""] if budget_note else [])
     lines += [f"- **{method}**: {text}" for method, text in budgets.items()]
     return "\n".join(lines) + "\n"

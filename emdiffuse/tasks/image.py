@@ -182,20 +182,22 @@ def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[s
     ``budget`` (the config block) says how they were set."""
     from ..budget import describe_mode
     from ..io import atomic_path
-    from ..reporting.tables import budget_columns, describe_trained, summarize, to_markdown
+    from ..reporting.tables import budget_columns, describe_trained, leads, leads_markdown, summarize, to_markdown
 
     rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
     trained = trained_budgets(model_paths)
     summary = summarize(rows, metrics, methods)
     if model_paths:
         summary = budget_columns(summary, trained)
+    sampled = [m for m in methods if "reliability" in rows and rows.loc[rows["method"] == m, "reliability"].notna().any()]
+    lead = leads(rows, metrics, sampled)
     with atomic_path(csv_path) as tmp:
-        summary.to_csv(tmp, index=False)
+        (summary.merge(lead, on=["dataset", "level", "method"], how="left") if len(lead) else summary).to_csv(tmp, index=False)
     budgets = {m: text + describe_trained({d: got for (d, mm), got in trained.items() if mm == m})
                for m, text in budgets.items()}
     note = describe_mode(budget) if budget is not None else None
     write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets,
-                                    threshold=threshold, budget_note=note))
+                                    threshold=threshold, budget_note=note, sections=leads_markdown(lead, metrics)))
 
 
 def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:

@@ -384,6 +384,58 @@ def summarize_planes(rows: pd.DataFrame, metrics: list[str], methods: list[str])
     return table[table["level"] != "all"].rename(columns={"level": "plane"}).reset_index(drop=True)
 
 
+def references(rows: pd.DataFrame) -> dict[str, str]:
+    """Per dataset, the method a learned one must beat: the interpolation (not learned) with the highest
+    mean PSNR over the scored planes (cubic, where configured); datasets without one are left out."""
+    refs = {}
+    for dataset, frame in rows.groupby("dataset", sort=False):
+        fixed = frame[~frame["method"].map(learned)]
+        if len(fixed):
+            by = "PSNR" if "PSNR" in fixed and fixed["PSNR"].notna().any() else None
+            refs[dataset] = (fixed.groupby("method")[by].mean().idxmax() if by else fixed["method"].iloc[-1])
+    return refs
+
+
+def paired_with_reference(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Each learned method's gain over its dataset's reference (``references``) per plane and metric,
+    paired plane by plane (``tables.paired_gain``): columns ``<metric>_gain`` (mean, positive = better),
+    ``_gain_ci_low``/``_gain_ci_high`` (bootstrap 95%), ``_gain_wins`` of ``_gain_n`` planes."""
+    from ..reporting.tables import gain_columns, paired_gain
+
+    records = []
+    for dataset, reference in references(rows).items():
+        frame = rows[rows["dataset"] == dataset]
+        for (plane, method), _ in frame.groupby(["level_name", "method"], sort=False):
+            if learned(method):
+                rec = {"dataset": dataset, "plane": plane, "method": method, "reference": reference}
+                for m in plane_metrics(metrics, plane):
+                    rec.update(gain_columns(m, paired_gain(frame[frame["level_name"] == plane], m, method, reference)))
+                records.append(rec)
+    return pd.DataFrame(records) if records else pd.DataFrame(columns=["dataset", "plane", "method", "reference"])
+
+
+def _paired_markdown(paired: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The paired comparison's section: one row per learned method and plane, a gain cell per metric."""
+    from ..reporting.tables import gain_cell, gain_from_columns
+
+    if paired.empty:
+        return []
+    header = ["dataset", "plane", "method", "vs"] + [f"{m} gain" for m in metrics]
+    rows = []
+    for _, r in paired.iterrows():
+        cells = [r["dataset"], r["plane"].upper(), r["method"], r["reference"]]
+        for m in metrics:
+            scored = m in plane_metrics(metrics, r["plane"])
+            cells.append(gain_cell(gain_from_columns(r, m)) if scored else "n/a")
+        rows.append(cells)
+    return ["", "## Paired with the strongest interpolation", "",
+            "Gain of each learned method over the interpolation with the highest PSNR, on the same planes "
+            "(positive = better, in the metric's units; resolution_ratio: closer to 1): mean [bootstrap 95% CI of the "
+            "plane-by-plane gain] planes won / planes; better or worse where the CI excludes 0, else tie. Pairing "
+            "removes the planes' shared difficulty, so these intervals are narrower than the table's.",
+            "", *markdown.table(header, rows)]
+
+
 def _best(metric: str, values: pd.Series) -> float:
     from ..evaluation import METRICS
 
@@ -392,8 +444,9 @@ def _best(metric: str, values: pd.Series) -> float:
 
 
 def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[str, str], factors: dict[str, str],
-                    unscored: dict[str, str], threshold: float) -> str:
-    """mean ± std [95% CI] per metric and plane, best learned-or-not method per block in bold."""
+                    unscored: dict[str, str], threshold: float, paired: pd.DataFrame | None = None) -> str:
+    """mean ± std [95% CI] per metric and plane, best learned-or-not method per block in bold; then
+    the learned methods' paired gains over the strongest interpolation (``paired_with_reference``)."""
     from ..evaluation import METRICS
     from ..evaluation.calibration import PAPER_THRESHOLD
     from ..reporting.tables import metric_cell, reliability_cells, reliability_columns
@@ -418,6 +471,8 @@ def planes_markdown(table: pd.DataFrame, metrics: list[str], *, budgets: dict[st
         lines += [f"Reliability: 99th percentile of the K-sample std map per plane divided by the plane's std (its "
                   f"contrast); (flagged): above {threshold:g}. Paper score: the 99th percentile alone ([0, 1] units), "
                   f"flagged above the paper's {PAPER_THRESHOLD:g}."]
+    if paired is not None:
+        lines += _paired_markdown(paired, metrics)
     lines += ["", "Axial factors (sections -> isotropic slices):", ""]
     lines += [f"- **{d}**: {text}" for d, text in factors.items()]
     if unscored:
@@ -432,11 +487,11 @@ def isotropic_table(metric_csvs: list[str], metrics: list[str], methods: list[st
                     factors: dict[str, str], unscored: dict[str, str], csv_path: str, md_path: str, *,
                     threshold: float) -> None:
     rows = pd.concat([pd.read_csv(p) for p in metric_csvs], ignore_index=True)
-    table = summarize_planes(rows, metrics, methods)
+    table, paired = summarize_planes(rows, metrics, methods), paired_with_reference(rows, metrics)
     with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
+        table.merge(paired, on=["dataset", "plane", "method"], how="left").to_csv(tmp, index=False)
     write_text(md_path, planes_markdown(table, metrics, budgets=budgets, factors=factors, unscored=unscored,
-                                        threshold=threshold))
+                                        threshold=threshold, paired=paired))
 
 
 def isotropic_figure(sections_path: str, truth_path: str | None, predictions: dict[str, str],
