@@ -198,6 +198,9 @@ def test_loss_ablation_wiring_trains_predicts_and_summarises(study_files, tmp_pa
     assert np.isfinite(table.loc[0, "pixel_spearman_difficulty"]) and np.isnan(table.loc[1, "pixel_spearman_difficulty"])
     md = (tmp_path / "a.md").read_text()
     assert "## Self-assessment" in md and "| loss on |" in md and "| loss off |" in md
+    assert table.loc[0, "PSNR_vs"] == "loss off" and table.loc[0, "PSNR_gain_n"] == 2  # on, paired with off
+    assert table.loc[0, "PSNR_gain"] == pytest.approx(table.loc[0, "PSNR_mean"] - table.loc[1, "PSNR_mean"])
+    assert "## Does it lead?" in md and "| toy | loss on | vs loss off: " in md
 
 
 def test_study_config_errors_name_the_key(default_config):

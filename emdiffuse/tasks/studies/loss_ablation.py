@@ -80,13 +80,14 @@ ASSESSMENT_COLUMNS = [
 
 
 def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: list[str], *, budget: str,
-                      about: dict, threshold: float) -> str:
-    """The metric table (as the task tables) followed by the self-assessment per variant."""
+                      about: dict, threshold: float, sections: list[str] = ()) -> str:
+    """The metric table (as the task tables; ``sections``: the paired on-versus-off comparison)
+    followed by the self-assessment per variant."""
     from ...reporting.tables import to_markdown
 
     text = to_markdown(table, metrics, title=f"Difficulty-aware loss on / off: EMDiffuse, {about['task']} / "
                        f"{about['dataset']}", budgets={m: budget for m in table["method"].unique()},
-                       threshold=threshold)
+                       threshold=threshold, sections=sections)
     lines = ["", f"Both variants: same seed, data, budget and sampling; {about['images']} test images (indices "
              f"{about['index']}), centre crop {about['crop']} px. 'loss on' trains with the paper's difficulty-aware "
              "loss (per-pixel log-scale head, mean(0.5 [exp(-2s) (eps - eps_hat)^2 + 2s])), 'loss off' with plain MSE "
@@ -112,7 +113,7 @@ def ablation_markdown(table: pd.DataFrame, assessment: pd.DataFrame, metrics: li
 def loss_ablation(predictions: dict[str, str], histories: dict[str, str], subset_path: str, metrics: list[str],
                   budget: str, about: dict, csv_path: str, md_path: str, *, threshold: float) -> None:
     """Score both variants on the subset; write the metric table and the self-assessment summary."""
-    from ...reporting.tables import evaluate_images, summarize
+    from ...reporting.tables import evaluate_images, leads, leads_markdown, summarize
 
     subset = load_npz(subset_path, required=PAIR_KEYS + ("index",))
     frames, assessment = [], []
@@ -128,10 +129,14 @@ def loss_ablation(predictions: dict[str, str], histories: dict[str, str], subset
         frames.append(rows)
         assessment.append(record)
     names = [f"loss {v}" for v in predictions]
-    table = summarize(pd.concat(frames, ignore_index=True), metrics, names)
+    rows = pd.concat(frames, ignore_index=True)
+    table, lead = summarize(rows, metrics, names), leads(rows, metrics, ["loss on"])  # on, paired with off
     assessment = pd.DataFrame(assessment)
     pooled = table[table["level"] == "all"].merge(assessment.drop(columns=["n", "reliability_mean"]), on="method")
+    if len(lead):
+        pooled = pooled.merge(lead, on=["dataset", "level", "method"], how="left")
     with atomic_path(csv_path) as tmp:
         pooled.to_csv(tmp, index=False)
     about = dict(about, images=len(subset["targets"]), index=[int(i) for i in subset["index"]])
-    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about, threshold=threshold))
+    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about, threshold=threshold,
+                                          sections=leads_markdown(lead, metrics)))
