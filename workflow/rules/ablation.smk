@@ -22,7 +22,7 @@ rule loss_ablation_train:
         runtime=720,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.studies"),
+        code=code_digest("model", "tasks.image"),  # the train/predict scripts; the variant is in method_params
         method="emdiffuse",
         method_params=plan.studies.ablation_method_params,
         seed=plan.studies.seed("loss_ablation"),
@@ -51,7 +51,7 @@ rule loss_ablation_predict:
         runtime=240,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.studies"),
+        code=code_digest("model", "tasks.image"),  # the train/predict scripts; the variant is in method_params
         seed=plan.studies.seed("loss_ablation"),
         settings=plan.studies.ablation_predict_settings,
     script:
@@ -80,7 +80,7 @@ rule loss_ablation_table:
         mem_mb=4000,
         runtime=10,
     params:
-        code=code_digest("score", "tasks.studies"),
+        code=code_digest("score", "tasks.studies.loss_ablation"),
         metrics=plan.studies.ablation_metrics,
         budget=plan.studies.ablation_budget,
         about=plan.studies.ablation_about,

@@ -22,7 +22,7 @@ rule study_subset:
         mem_mb=2000,
         runtime=5,
     params:
-        code=code_digest("data", "tasks.studies"),
+        code=code_digest("data", "models.patches", "tasks.studies.__init__"),
     script:
         "../scripts/study_subset.py"
 
@@ -47,7 +47,7 @@ rule sampling_run:
         runtime=120,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.studies"),
+        code=code_digest("model", "score", "tasks.studies.sampling"),
         study=plan.studies.sampling_params,
         settings=plan.studies.sampling_settings,
         seed=plan.studies.seed("sampling_study"),
@@ -79,7 +79,7 @@ rule sampling_table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "tasks.studies"),
+        code=code_digest("score", "plots", "tasks.studies.sampling"),
         study=plan.studies.sampling,
         about=plan.studies.sampling_about,
     script:
