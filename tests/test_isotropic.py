@@ -156,19 +156,23 @@ def test_table_per_plane_with_n_a_cells():
 def test_learned_methods_are_paired_with_the_strongest_interpolation():
     truth = smooth_volume((44, 48, 48), seed=2)
     noise = np.random.default_rng(3).normal(0, 1, truth.shape)
+    offsets = {"linear": 0.1, "cubic": 0.05, "srunet3d": 0.04}
     rows = pd.concat([iso.evaluate_planes(truth + off * noise, truth, ["PSNR", "resolution_ratio"], 4, dataset="d",
-                                          method=m) for m, off in (("linear", 0.1), ("cubic", 0.05), ("srunet3d", 0.04))])
+                                          method=m) for m, off in offsets.items()])
     assert iso.references(rows) == {"d": "cubic"}  # the interpolation with the highest PSNR
     paired = iso.paired_with_reference(rows, ["PSNR", "resolution_ratio"])
-    assert list(zip(paired["plane"], paired["method"], paired["reference"])) == [(p, "srunet3d", "cubic") for p in iso.VIEWS]
+    assert list(zip(paired["plane"], paired["method"], paired["reference"])) == [
+        (p, "srunet3d", "cubic") for p in iso.VIEWS]
     np.testing.assert_allclose(paired["PSNR_gain"], 20 * np.log10(0.05 / 0.04), atol=0.05)
-    assert (paired["PSNR_gain_wins"] == 4).all() and paired.loc[paired.plane == "xy", "resolution_ratio_gain"].isna().all()
+    assert (paired["PSNR_gain_wins"] == 4).all()
+    assert paired.loc[paired.plane == "xy", "resolution_ratio_gain"].isna().all()
     table = iso.summarize_planes(rows, ["PSNR", "resolution_ratio"], ["linear", "cubic", "srunet3d"])
     md = iso.planes_markdown(table, ["PSNR", "resolution_ratio"], budgets={}, factors={}, unscored={}, threshold=0.9,
                              paired=paired)
     section = md.split("## Paired with the strongest interpolation")[1]
     assert "| d | XZ | srunet3d | cubic | +1.93" in section and "4/4 better" in section
-    assert "| d | XY | srunet3d | cubic |" in section and section.split("| d | XY |")[1].split("\n")[0].endswith("n/a |")
+    xy_row = section.split("| d | XY | srunet3d | cubic |")[1].split("\n")[0]
+    assert xy_row.endswith("n/a |")
     assert iso.paired_with_reference(rows[rows.method == "srunet3d"], ["PSNR"]).empty  # nothing to pair with
 
 

@@ -91,7 +91,8 @@ def test_paired_gain_sees_a_consistent_small_win_that_unpaired_intervals_hide():
 def test_leads_pairs_each_sampled_method_with_the_best_other_method_per_metric():
     rng = np.random.default_rng(1)
     base = rng.uniform(0.1, 0.5, 10)
-    rows = pd.concat([_scored({"diff": list(base - 0.05), "care": list(base), "rcan": list(base - 0.04 + rng.normal(0, 0.05, 10)),
+    rcan = base - 0.04 + rng.normal(0, 0.05, 10)
+    rows = pd.concat([_scored({"diff": list(base - 0.05), "care": list(base), "rcan": list(rcan),
                                "input": list(base + 0.5)}),
                       _scored({"diff": list(base + 0.2), "care": list(base + 0.1), "rcan": list(base + 0.3),
                                "input": list(base)}, "FSIM")], ignore_index=True)

@@ -189,10 +189,12 @@ def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[s
     summary = summarize(rows, metrics, methods)
     if model_paths:
         summary = budget_columns(summary, trained)
-    sampled = [m for m in methods if "reliability" in rows and rows.loc[rows["method"] == m, "reliability"].notna().any()]
-    lead = leads(rows, metrics, sampled)
+    sampled = rows.loc[rows["reliability"].notna(), "method"].unique() if "reliability" in rows else []
+    lead = leads(rows, metrics, [m for m in methods if m in sampled])
+    if len(lead):
+        summary = summary.merge(lead, on=["dataset", "level", "method"], how="left")
     with atomic_path(csv_path) as tmp:
-        (summary.merge(lead, on=["dataset", "level", "method"], how="left") if len(lead) else summary).to_csv(tmp, index=False)
+        summary.to_csv(tmp, index=False)
     budgets = {m: text + describe_trained({d: got for (d, mm), got in trained.items() if mm == m})
                for m, text in budgets.items()}
     note = describe_mode(budget) if budget is not None else None

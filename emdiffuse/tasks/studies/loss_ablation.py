@@ -138,5 +138,5 @@ def loss_ablation(predictions: dict[str, str], histories: dict[str, str], subset
     with atomic_path(csv_path) as tmp:
         pooled.to_csv(tmp, index=False)
     about = dict(about, images=len(subset["targets"]), index=[int(i) for i in subset["index"]])
-    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about, threshold=threshold,
-                                          sections=leads_markdown(lead, metrics)))
+    write_text(md_path, ablation_markdown(table, assessment, metrics, budget=budget, about=about,
+                                          threshold=threshold, sections=leads_markdown(lead, metrics)))
