@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent
 GROUPS = {
     "data": ("data", "io", "config"),
     "model": ("models", "device", "io", "budget", "config"),
-    "score": ("evaluation", "reporting.tables", "reporting.markdown", "io"),
+    "score": ("evaluation", "reporting.tables", "reporting.markdown", "io", "device"),
     "plots": ("reporting.plots", "io"),
 }
 

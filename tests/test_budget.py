@@ -17,7 +17,7 @@ from test_rcan import Killed, fit_killed_at
 from test_train import pairs
 from torch import nn
 
-from emdiffuse.tasks import image as steps
+from emdiffuse.tasks.image import scoring as steps
 from emdiffuse.budget import apply_budget, check_budget, describe_mode
 from emdiffuse.config import ConfigError
 from emdiffuse.plan import check_config

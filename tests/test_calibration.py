@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from emdiffuse.evaluation.calibration import (
-    PAPER_THRESHOLD, calibration_table, flag_unreliable, paper_score, reliability_score,
+    PAPER_THRESHOLD, calibration_table, flag_unreliable, paper_score, rank_test, ranks_errors, reliability_score,
 )
 from emdiffuse.reporting.plots.calibration import calibration_figure
 
@@ -68,6 +68,24 @@ def test_random_scores_catch_at_chance():
     assert abs(table["spearman"]) < 0.15
     assert table["precision"] == pytest.approx(0.2, abs=0.08)  # = the share of bad images
     assert table["recall"] == pytest.approx(table["flagged_share"], abs=0.12)
+
+
+def test_rank_test_is_exact_for_few_images_and_says_when_a_ranking_is_chance():
+    """Six images: 720 orderings, enumerated; a perfect ranking happens once (p = 1/720), Spearman
+    0.66 about one time in eleven (not shown at 5%); many correlated images: p at its floor."""
+    six = np.arange(6.0)
+    rho, p = rank_test(six, six * 2 + 1)
+    assert rho == pytest.approx(1.0) and p == pytest.approx(1 / 720)
+    rho, p = rank_test(six, np.array([1.0, 2, 6, 3, 4, 5]))
+    assert rho == pytest.approx(0.657, abs=1e-3) and p == pytest.approx(63 / 720)
+    assert ranks_errors(rho, p) == "not shown"
+    assert rank_test(six, -six)[1] == pytest.approx(1.0)  # ranks them backwards: every ordering does as well
+    scores, errors = synthetic(correlated=True, n=40)
+    rho, p = rank_test(scores, errors)
+    assert rho > 0.9 and p == pytest.approx(1 / 10000) and ranks_errors(rho, p) == "yes"
+    assert rank_test(scores, errors) == (rho, p)  # seeded: the same p every run
+    assert all(np.isnan(rank_test(np.full(6, 0.1), six)))
+    assert ranks_errors(float("nan"), float("nan")) == "not shown"
 
 
 def test_edge_cases_are_defined():

@@ -9,7 +9,7 @@ import torch
 
 from emdiffuse.io import save_npz
 from emdiffuse.models.registry import load_method
-from emdiffuse.tasks.image import train
+from emdiffuse.tasks.image.train_predict import train
 
 CARE = {"model": {"n_depth": 1, "kern_size": 3, "n_first": 4}, "train": {"iterations": 4, "batch_size": 4, "patch": 16}}
 EMDIFFUSE = {"model": {"preset": "tiny"},

@@ -9,7 +9,7 @@ from emdiffuse.config import ConfigError
 from emdiffuse.data.datasets import load_volume, prepare, save_prepared
 from emdiffuse.io import load_npz
 from emdiffuse.data.pairs import centre, centre_crop_pairs, denoise_pairs, split_slices, spread, superres_pairs
-from emdiffuse.tasks.image import make_pairs
+from emdiffuse.tasks.image.data import make_pairs
 
 PAIRS = {"gt_dwell_us": 36.0, "dwell_us": [0.5, 4.0], "electrons_per_us": 20.0, "read_noise": 1.0}
 

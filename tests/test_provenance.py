@@ -51,3 +51,30 @@ def test_every_module_is_in_some_rules_digest(repo):
     missing = sorted(m for m in modules - {str(f.relative_to(PACKAGE)) for f in covered} - OUTSIDE_RESULTS
                      if not m.startswith(PLANNING))
     assert not missing, f"in no rule's code digest: {missing}"
+
+
+def test_every_rule_digests_the_package_modules_its_script_imports(repo):
+    """A rule reruns when the module its script calls into changes: the modules a script imports from
+    ``emdiffuse`` are in the rule's code digest (what those modules import in turn is the stage groups'
+    business: ``data``, ``model``, ``score``, ``plots``)."""
+    import ast
+    import re
+
+    from emdiffuse.provenance import PACKAGE, _files
+
+    missing = []
+    for smk in sorted((repo / "workflow" / "rules").glob("*.smk")):
+        for rule, block in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text(), flags=re.M | re.S):
+            calls = re.findall(r"code_digest\(([^)]*)\)", block)
+            script = re.search(r'script:\s*"\.\./scripts/([\w.]+)"', block)
+            if not calls or not script:
+                continue
+            covered = {f for name in re.findall(r'"([\w.]+)"', calls[0]) for m in GROUPS.get(name, (name,))
+                       for f in _files(m)}
+            tree = ast.parse((repo / "workflow" / "scripts" / script.group(1)).read_text())
+            imported = {node.module.removeprefix("emdiffuse.") for node in ast.walk(tree)
+                        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("emdiffuse.")}
+            # a package's names come from its __init__
+            files = {m: _files(f"{m}.__init__" if (PACKAGE / m.replace(".", "/")).is_dir() else m) for m in imported}
+            missing += [f"{rule}: {m}" for m in sorted(imported) if not set(files[m]) <= covered]
+    assert not missing, f"a rule's script imports code its digest leaves out: {missing}"

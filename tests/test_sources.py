@@ -271,7 +271,7 @@ def test_real_zenodo_acquisitions_become_the_task_pairs(server, www, tmp_path, m
     from emdiffuse.data.datasets import save_prepared
     from emdiffuse.io import load_npz
     from emdiffuse.data.pairs import check_pairing
-    from emdiffuse.tasks.image import make_pairs
+    from emdiffuse.tasks.image.data import make_pairs
 
     entry, _ = _zenodo_record(www)
     entry["host"] = server.url

@@ -7,7 +7,8 @@ import pytest
 from matplotlib.image import imread
 
 from emdiffuse.io import save_npz
-from emdiffuse.tasks.image import calibration, evaluate, figure
+from emdiffuse.tasks.image.scoring import calibration, evaluate
+from emdiffuse.tasks.image.figures import figure
 
 
 def _pairs(path, size, n=2, seed=0):
@@ -88,6 +89,8 @@ def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
     table = pd.read_csv(f"{out}.csv").set_index(["dataset", "score"])
     assert table.loc[("phantom", "score / contrast"), "spearman"] == pytest.approx(1.0)
     assert table.loc[("real", "score / contrast"), "spearman"] == pytest.approx(-1.0)
+    assert table.loc[("phantom", "score / contrast"), "ranks_errors"] == "yes"  # p = 1 / 10000
+    assert table.loc[("real", "score / contrast"), "ranks_errors"] == "not shown"
     assert table.loc[("phantom", "score / contrast"), "recall"] == 1.0  # the worst 2 of 10 score above 0.5
     assert table.loc[("real", "paper score"), "flagged_share"] == 1.0  # 0.13 > 0.12 everywhere
     assert np.isnan(table.loc[("real", "paper score"), "spearman"])  # a constant score ranks nothing
@@ -95,7 +98,8 @@ def test_calibration_reports_each_dataset_and_both_scores(tmp_path):
     assert table.loc[("real", "score / contrast"), "flagged_share"] == 0.2  # 0.8 and 0.73 above 0.7
     assert np.isnan(table.loc[("all", "score / contrast"), "threshold"])  # pooled: each model its own
     md = (tmp_path / "cal.md").read_text()
-    assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 |" in md
+    assert "| phantom | emdiffuse | score / contrast (> 0.5) | 10 | 1.00 | < 0.001 | yes |" in md
+    assert "| real | emdiffuse | score / contrast (> 0.7) | 10 | -1.00 | 1.000 | not shown |" in md
     assert "| all | all | score / contrast (> each model's) | 20 |" in md
     assert imread(f"{out}.png").shape[0] > 100
 
@@ -107,7 +111,7 @@ def test_the_model_file_keeps_the_configs_prediction_settings_and_predict_overri
 
     from emdiffuse.io import save_npz
     from emdiffuse.models.registry import load_method
-    from emdiffuse.tasks.image import predict, train
+    from emdiffuse.tasks.image.train_predict import predict, train
 
     rng = np.random.default_rng(0)
     clean = rng.random((4, 16, 16)).astype(np.float32)

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emdiffuse.tasks import image as steps, studies
+from emdiffuse.tasks import studies
+from emdiffuse.tasks.image import train_predict as steps
 from emdiffuse.tasks.studies import loss_ablation, sampling
 from emdiffuse.config import ConfigError
 from emdiffuse.io import load_npz, save_npz

@@ -18,7 +18,7 @@ from emdiffuse.io import load_npz, save_npz
 from emdiffuse.models.catalog import IMAGE
 from emdiffuse.models.registry import build_method, load_method
 from emdiffuse.data.pairs import check_pairing, split_slices
-from emdiffuse.tasks.image import make_pairs
+from emdiffuse.tasks.image.data import make_pairs
 from emdiffuse.tasks import transfer
 
 CPU = torch.device("cpu")

@@ -22,7 +22,7 @@ The check is empirical: per-image error (LPIPS, 1 - FSIM, RMSE, ...) against sco
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import permutation_test, rankdata, spearmanr
 
 DEFAULT_THRESHOLD = 0.9  # on reliability_score; how it was chosen: config/README.md (reliability_threshold)
 PAPER_THRESHOLD = 0.12  # EMDiffuse paper, on paper_score; intensity scale unverified (see module docstring)
@@ -83,13 +83,47 @@ def rank_correlation(scores: np.ndarray, errors: np.ndarray) -> float:
     return float(spearmanr(scores, errors).statistic)
 
 
+RANK_TEST_LEVEL = 0.05  # one-sided permutation test of the rank correlation
+
+
+def rank_test(scores: np.ndarray, errors: np.ndarray, *, resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+    """Spearman correlation of score and error and its one-sided permutation p-value: how often
+    pairing the errors with the scores at random ranks them at least as well. With a handful of
+    images a large coefficient arises by chance (six images: 0.6 about one time in eight), so the
+    coefficient alone does not show that a score ranks errors. Exact for up to 7 images (at most
+    ``resamples`` orderings), else ``resamples`` random orderings from ``seed``; nan where
+    :func:`rank_correlation` is."""
+    rho = rank_correlation(scores, errors)
+    if not np.isfinite(rho):
+        return rho, float("nan")
+    ranked = rankdata(scores)
+    ranked = (ranked - ranked.mean()) / np.linalg.norm(ranked - ranked.mean())
+
+    def statistic(err: np.ndarray, axis: int = -1) -> np.ndarray:  # Spearman with the fixed scores
+        r = rankdata(err, axis=axis)
+        r = r - r.mean(axis=axis, keepdims=True)
+        return (r @ ranked) / np.linalg.norm(r, axis=axis)
+
+    test = permutation_test((np.asarray(errors, dtype=np.float64),), statistic, permutation_type="pairings",
+                            vectorized=True, n_resamples=resamples, alternative="greater",
+                            rng=np.random.default_rng(seed))
+    return rho, float(test.pvalue)
+
+
+def ranks_errors(spearman: float, p_value: float) -> str:
+    """The verdict a table prints: "yes" where the score ranks the errors beyond chance
+    (:data:`RANK_TEST_LEVEL`), "not shown" otherwise (no evidence, which is not evidence against)."""
+    return "yes" if np.isfinite(p_value) and p_value < RANK_TEST_LEVEL and spearman > 0 else "not shown"
+
+
 def calibration_table(scores: np.ndarray, errors: np.ndarray, threshold: float, bad_error: float) -> dict:
     """How well the score ranks the error and how well the threshold catches bad predictions.
 
     A prediction is bad when its error exceeds ``bad_error`` (e.g. a quantile of the per-image
     LPIPS, chosen by the caller). Ratios with an empty denominator (no bad image, nothing
     flagged) are nan, as is the Spearman correlation when either input is constant or there are
-    fewer than 3 images. ``sweep`` gives the same rates for every distinct score as threshold.
+    fewer than 3 images; ``spearman_p`` is its :func:`rank_test` p-value. ``sweep`` gives the same
+    rates for every distinct score as threshold.
     """
     scores = np.asarray(scores, dtype=np.float64)
     errors = np.asarray(errors, dtype=np.float64)
@@ -98,13 +132,13 @@ def calibration_table(scores: np.ndarray, errors: np.ndarray, threshold: float, 
     if not (np.isfinite(scores).all() and np.isfinite(errors).all()):
         raise ValueError("scores and errors must be finite")
     bad = errors > bad_error
-    spearman = rank_correlation(scores, errors)
+    spearman, p_value = rank_test(scores, errors)
     flagged_share, recall, precision = _catch_rates(flag_unreliable(scores, threshold), bad)
     thresholds = np.unique(scores)
     sweep = np.array([_catch_rates(flag_unreliable(scores, t), bad) for t in thresholds]).reshape(-1, 3)
     return {
         "n": len(scores), "threshold": float(threshold), "bad_error": float(bad_error),
-        "spearman": spearman, "bad_share": float(bad.mean()), "flagged_share": flagged_share,
+        "spearman": spearman, "spearman_p": p_value, "bad_share": float(bad.mean()), "flagged_share": flagged_share,
         "recall": recall, "precision": precision,
         "sweep": {"threshold": thresholds, "flagged_share": sweep[:, 0], "recall": sweep[:, 1],
                   "precision": sweep[:, 2]},

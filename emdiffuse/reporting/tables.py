@@ -151,7 +151,7 @@ def summarize(rows: pd.DataFrame, metrics: list[str], methods: list[str]) -> pd.
             if "reliability" in group and group["reliability"].notna().any():
                 rec.update(reliability_mean=group["reliability"].mean(),
                            unreliable_n=int(group["unreliable"].astype(bool).sum()))
-                if "threshold" in group:  # calibrated per model (``tasks.image.evaluate``)
+                if "threshold" in group:  # calibrated per model (``tasks.image.scoring.evaluate``)
                     rec["threshold"] = float(group["threshold"].max())
                 if "reliability_paper" in group:
                     rec.update(reliability_paper_mean=group["reliability_paper"].mean(),

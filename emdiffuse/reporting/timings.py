@@ -39,3 +39,10 @@ def to_markdown(jobs: pd.DataFrame) -> str:
                                   [[r["stage"], r["job"], f"{r['seconds']:.1f}", f"{r['max_rss_mb']:.0f}"]
                                    for _, r in jobs.iterrows()])]
     return "\n".join(lines) + "\n"
+
+
+def write_timings(benchmark_dir: str | Path, out_path: str | Path) -> None:
+    """``timings.md`` of a run: :func:`to_markdown` of the benchmark files under ``benchmark_dir``."""
+    from ..io import write_text
+
+    write_text(out_path, to_markdown(collect(benchmark_dir)))

@@ -219,7 +219,7 @@ def extract_test_subset(test_path: str, images: int, levels: list[int] | None, o
 
 def finetune(model_path: str, pairs_path: str, train: dict, seed: int, out_model: str, out_history: str, *,
              factor: int = 1, threads: int | None = None, progress: bool = True) -> None:
-    """Fine-tune a trained method on the pairs of ``pairs_path`` (resumable like ``tasks.image.train``)."""
+    """Fine-tune a trained method on the pairs of ``pairs_path`` (resumable like ``tasks.image.train_predict.train``)."""
     from ..device import pick_device, seed_everything, set_threads
     from ..models.registry import load_method
     from ..data.pairs import check_pairing
@@ -238,7 +238,7 @@ def finetune(model_path: str, pairs_path: str, train: dict, seed: int, out_model
 def evaluate(task: str, target: str, predictions: dict[tuple[str, str], str], pairs_path: str, metrics: list[str],
              out_path: str, *, threshold: float) -> None:
     """Per-image metrics of every method x variant of a task on the target's test subset, in one
-    job (one metric-model load instead of one per variant); rows as ``tasks.image.evaluate`` writes
+    job (one metric-model load instead of one per variant); rows as ``tasks.image.scoring.evaluate`` writes
     them, plus the ``variant`` column."""
     from ..io import atomic_path
     from ..reporting.tables import evaluate_images

@@ -22,7 +22,7 @@ rule loss_ablation_train:
         runtime=720,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.image"),  # the train/predict scripts; the variant is in method_params
+        code=code_digest("model", "tasks.image.train_predict"),  # the train/predict scripts; the variant is in method_params
         method="emdiffuse",
         method_params=plan.studies.ablation_method_params,
         seed=plan.studies.seed("loss_ablation"),
@@ -51,7 +51,7 @@ rule loss_ablation_predict:
         runtime=240,
         gpu=1,
     params:
-        code=code_digest("model", "tasks.image"),  # the train/predict scripts; the variant is in method_params
+        code=code_digest("model", "tasks.image.train_predict"),  # the train/predict scripts; the variant is in method_params
         seed=plan.studies.seed("loss_ablation"),
         settings=plan.studies.ablation_predict_settings,
     script:

@@ -37,7 +37,7 @@ rule prepare_dataset:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_digest("data"),
+        code=code_digest("data", "tasks.image.data"),
         entry=plan.datasets.entry,
         seed=config["seed"],
     script:
@@ -64,7 +64,7 @@ rule make_pairs:
         mem_mb=4000,
         runtime=30,
     params:
-        code=code_digest("data", "tasks.image"),
+        code=code_digest("data", "tasks.image.data"),
         task=plan.image.task,
         split=config["split"],
         seed=plan.job_seed,

@@ -16,7 +16,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_digest("score", "tasks.image"),
+        code=code_digest("score", "tasks.image.scoring"),
         metrics=plan.image.metrics,
         methods=plan.image.methods,
     script:

@@ -17,7 +17,7 @@ rule train:
         runtime=720,
         gpu=plan.train_gpus,
     params:
-        code=code_digest("model", "tasks.image"),
+        code=code_digest("model", "tasks.image.train_predict"),
         method="{method}",
         method_params=plan.method_params,
         seed=plan.job_seed,
@@ -46,7 +46,7 @@ rule predict:
         runtime=240,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "tasks.image"),
+        code=code_digest("model", "tasks.image.train_predict"),
         seed=plan.job_seed,
         settings=plan.predict_settings,
     script:

@@ -21,7 +21,7 @@ rule table:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "tasks.image"),
+        code=code_digest("score", "tasks.image.scoring"),
         metrics=plan.image.metrics,
         methods=plan.image.methods,
         budgets=plan.image.budgets,
@@ -54,7 +54,7 @@ rule calibration:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("score", "tasks.image"),
+        code=code_digest("score", "tasks.image.scoring"),
     script:
         "../scripts/calibration.py"
 
@@ -81,7 +81,7 @@ rule figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "tasks.image"),
+        code=code_digest("plots", "tasks.image.figures"),
         figure=config["figure"],
         datasets=plan.image.datasets,
         methods=plan.image.methods,
@@ -111,7 +111,7 @@ rule phantom_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots"),
+        code=code_digest("plots", "tasks.image.figures"),
     script:
         "../scripts/phantom_figure.py"
 
@@ -141,7 +141,7 @@ rule realism:
         mem_mb=4000,
         runtime=10,
     params:
-        code=code_digest("score"),
+        code=code_digest("score", "plots", "tasks.realism"),
         datasets=plan.datasets.realism_datasets,
         kinds=plan.datasets.realism_kinds(),
     script:

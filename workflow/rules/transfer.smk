@@ -97,7 +97,7 @@ rule transfer_scratch:
         runtime=240,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "tasks.transfer"),
+        code=code_digest("model", "tasks.image.train_predict"),  # the generic train step on the one pair
         method="{method}",
         method_params=plan.transfer.scratch_params,
         seed=plan.job_seed,
@@ -125,7 +125,7 @@ rule transfer_predict:
         runtime=120,
         gpu=plan.gpus,
     params:
-        code=code_digest("model", "tasks.transfer"),
+        code=code_digest("model", "tasks.image.train_predict"),  # the generic predict step on the variants
         seed=plan.transfer.predict_seed,
         settings=plan.predict_settings,
     script:

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import calibration
+from emdiffuse.tasks.image.scoring import calibration
 
 calibration(
     snakemake.wildcards.task,

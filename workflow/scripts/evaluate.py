@@ -3,7 +3,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.device import set_threads
-from emdiffuse.tasks.image import evaluate
+from emdiffuse.tasks.image.scoring import evaluate
 
 set_threads(snakemake.threads)
 methods = snakemake.params.methods

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import figure
+from emdiffuse.tasks.image.figures import figure
 
 datasets, methods = snakemake.params.datasets, snakemake.params.methods
 paths = iter(snakemake.input.predictions)  # expand() order: dataset-major, then method

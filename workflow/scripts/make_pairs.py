@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import make_pairs
+from emdiffuse.tasks.image.data import make_pairs
 
 make_pairs(
     snakemake.wildcards.task,

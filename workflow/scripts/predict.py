@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import predict
+from emdiffuse.tasks.image.train_predict import predict
 
 # The test pairs, and the held-out calibration pairs where the rule asks for their predictions.
 jobs = [(snakemake.input.pairs, snakemake.output.predictions)]

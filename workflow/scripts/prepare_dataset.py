@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import prepare_dataset
+from emdiffuse.tasks.image.data import prepare_dataset
 
 prepare_dataset(
     snakemake.wildcards.dataset,

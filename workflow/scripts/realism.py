@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import realism
+from emdiffuse.tasks.realism import realism
 
 realism(
     dict(zip(snakemake.params.datasets, snakemake.input.volumes)),

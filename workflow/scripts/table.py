@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import table
+from emdiffuse.tasks.image.scoring import table
 
 table(
     snakemake.wildcards.task,

@@ -2,6 +2,6 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import timings
+from emdiffuse.reporting.timings import write_timings
 
-timings("benchmarks", snakemake.output[0])
+write_timings("benchmarks", snakemake.output[0])

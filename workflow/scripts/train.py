@@ -3,7 +3,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from emdiffuse.models.distributed import devices_for
-from emdiffuse.tasks.image import train
+from emdiffuse.tasks.image.train_predict import train
 
 train(
     snakemake.params.method,

@@ -2,7 +2,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from emdiffuse.tasks.image import predict
+from emdiffuse.tasks.image.train_predict import predict
 
 variants = list(snakemake.output.keys())
 predict(

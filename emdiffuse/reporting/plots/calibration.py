@@ -34,7 +34,7 @@ def calibration_figure(
     ax.set_ylabel(f"per-image {error_name}")
     ax.set_title(f"threshold {threshold:g} flags {table['flagged_share']:.0%}, catches "
                  f"{table['recall']:.0%} of bad (precision {table['precision']:.0%}); "
-                 f"Spearman {table['spearman']:.2f}", fontsize=9)
+                 f"Spearman {table['spearman']:.2f} (p {table['spearman_p']:.2g})", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     sweep = table["sweep"]
     sweep_ax.plot(sweep["threshold"], sweep["recall"], label="recall")
