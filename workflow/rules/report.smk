@@ -111,7 +111,7 @@ rule phantom_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        code=code_digest("plots", "tasks.image.figures"),
+        code=code_digest("data", "plots", "tasks.image.figures"),  # reads the prepared volumes
     script:
         "../scripts/phantom_figure.py"
 
@@ -141,7 +141,7 @@ rule realism:
         mem_mb=4000,
         runtime=10,
     params:
-        code=code_digest("score", "plots", "tasks.realism"),
+        code=code_digest("data", "score", "plots", "tasks.realism"),  # reads the prepared volumes
         datasets=plan.datasets.realism_datasets,
         kinds=plan.datasets.realism_kinds(),
     script:
