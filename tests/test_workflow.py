@@ -288,9 +288,12 @@ def test_tiny_workflow_end_to_end(repo, tmp_path, test_config):
     assert "Budgets:" in md and "emdiffuse" in md and "Budget mode `own`" in md
     emdiffuse_its = test_config["methods"]["emdiffuse"]["train"]["iterations"]
     assert f"trained on phantom_neuropil: {emdiffuse_its} iterations in" in md
-    assert "reliability (flagged)" in md
+    assert "reliability (flagged)" in md and "`denoise_calibration.md`" in md
     calibration = (tmp_path / "results" / "tables" / "denoise_calibration.md").read_text()
     assert "recall" in calibration and "Spearman" in calibration and "paper score" in calibration
+    assert "ranks errors?" in calibration
+    verdicts = pd.read_csv(tmp_path / "results" / "tables" / "denoise_calibration.csv")
+    assert set(verdicts["ranks_errors"]) <= {"yes", "not shown"} and verdicts["spearman_p"].between(0, 1).any()
     superres = pd.read_csv(tmp_path / "results" / "tables" / "superres.csv")
     assert list(superres[superres["level"] == "all"]["method"]) == test_config["tasks"]["superres"]["methods"]
     assert_baselines_upsample_inside(tmp_path, test_config, superres)

@@ -66,7 +66,16 @@ def table(task: str, metric_csvs: list[str], metrics: list[str], methods: list[s
                for m, text in budgets.items()}
     note = describe_mode(budget) if budget is not None else None
     write_text(md_path, to_markdown(summary, metrics, title=f"{task}: restoration quality", budgets=budgets,
-                                    threshold=threshold, budget_note=note, sections=leads_markdown(lead, metrics)))
+                                    threshold=threshold, budget_note=note,
+                                    sections=[*_calibration_pointer(task, sampled), *leads_markdown(lead, metrics)]))
+
+
+def _calibration_pointer(task: str, sampled) -> list[str]:
+    """Where the table's flags are put to the test: they mean something only where the score ranks errors."""
+    if not len(sampled):
+        return []
+    return [f"Whether the score ranks this task's errors at all, per dataset and tested against chance: "
+            f"`{task}_calibration.md` (where it says \"not shown\", the flags are no evidence of a bad prediction)."]
 
 
 def trained_budgets(model_paths: list[str]) -> dict[tuple[str, str], dict]:
