@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import markdown
+from ..io import write_text
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -43,6 +44,4 @@ def to_markdown(jobs: pd.DataFrame) -> str:
 
 def write_timings(benchmark_dir: str | Path, out_path: str | Path) -> None:
     """``timings.md`` of a run: :func:`to_markdown` of the benchmark files under ``benchmark_dir``."""
-    from ..io import write_text
-
     write_text(out_path, to_markdown(collect(benchmark_dir)))

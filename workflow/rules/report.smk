@@ -167,6 +167,6 @@ rule timings:
         mem_mb=1000,
         runtime=5,
     params:
-        code=code_digest("reporting.timings", "reporting.markdown"),
+        code=code_digest("reporting.timings", "reporting.markdown", "io"),
     script:
         "../scripts/timings.py"
